@@ -1,0 +1,49 @@
+"""Convex programs for attention-style heads: losses, penalties, operators, solvers and estimators.
+
+Objective convention everywhere: ``(1/N) Σ_i L(f(x_i), y_i) + β · penalty``.
+"""
+
+from .arrangements import gate_masks, sample_gates, unique_gates
+from .certificates import Certificate, duality_gap
+from .estimators import ConvexMLPClassifier, ConvexMLPRegressor, NuclearNormClassifier, NuclearNormRegressor
+from .losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss, get_loss
+from .operators import DenseOperator, GatedMLPOperator, LinearOperator
+from .penalties import BlockNuclearNorm, GroupL2, L1Norm, NuclearNorm, Penalty, get_penalty
+from .problem import CompositeProblem
+from .recovery import gated_mlp_to_module, regularized_objective, relu_mlp_to_module
+from .solvers import FISTA, AugmentedLagrangian, SolveResult, beta_max, solve_path
+
+__all__ = [
+    "AugmentedLagrangian",
+    "BlockNuclearNorm",
+    "Certificate",
+    "CompositeProblem",
+    "ConvexMLPClassifier",
+    "ConvexMLPRegressor",
+    "CrossEntropyLoss",
+    "DenseOperator",
+    "FISTA",
+    "GatedMLPOperator",
+    "GroupL2",
+    "L1Norm",
+    "LinearOperator",
+    "LogisticLoss",
+    "Loss",
+    "NuclearNorm",
+    "NuclearNormClassifier",
+    "NuclearNormRegressor",
+    "Penalty",
+    "SolveResult",
+    "SquaredLoss",
+    "beta_max",
+    "duality_gap",
+    "gate_masks",
+    "gated_mlp_to_module",
+    "get_loss",
+    "get_penalty",
+    "regularized_objective",
+    "relu_mlp_to_module",
+    "sample_gates",
+    "solve_path",
+    "unique_gates",
+]

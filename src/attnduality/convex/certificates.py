@@ -1,0 +1,60 @@
+"""Optimality certificates shared by all solvers.
+
+For ``P(Z) = f(A Z) + β R(Z)`` with ``R`` a norm, Fenchel duality gives
+``D(Θ) = −f*(Θ)`` subject to ``R°(A*Θ) ≤ β``. At any ``Z``, ``Θ = s ∇f(A Z)`` with
+``s = min(1, β / R°(A* ∇f(A Z)))`` is dual feasible, so ``P(Z) − P* ≤ P(Z) − D(Θ) = gap``. The
+relative gap ``gap / P(Z)`` is the stopping rule of every solver. ``R°(A*∇f)/β`` is also reported: it is the
+spectral-norm certificate of Sahiner et al.'s Burer–Monteiro follow-up, ``(P̂−P*)/P* ≤ (R°/β − 1)_+`` at
+stationary points of the factored problem.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .problem import CompositeProblem
+
+__all__ = ["Certificate", "duality_gap"]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A primal value, a dual lower bound on the optimum and the gap between them."""
+
+    primal: float
+    dual: float
+    gap: float
+    rel_gap: float
+    grad_dual_norm: float
+    """``R°(A*∇f(AZ))``; equals ``β`` at an optimum where ``Z ≠ 0``, is ``≤ β`` when ``Z = 0`` is optimal."""
+
+    @property
+    def lower_bound(self) -> float:
+        return self.dual
+
+
+def duality_gap(problem: CompositeProblem, z: torch.Tensor, u: torch.Tensor) -> Certificate:
+    """The certificate at ``Z`` with predictions ``u = A(Z)``; losses are evaluated in float64."""
+    g = problem.loss.grad(u)
+    r = float(problem.penalty.dual_norm(problem.operator.adjoint(g)))
+    u64 = u.double()
+    g = problem.loss.grad(u64)
+    primal = float(problem.loss.value(u64)) + problem.beta * float(problem.penalty.value(z))
+    if r <= problem.beta:
+        scale = 1.0
+    elif problem.beta > 0:
+        scale = problem.beta / r
+    else:
+        scale = 0.0
+    theta = problem.loss.dual_feasible(g, scale)
+    dual = -float(problem.loss.conjugate(theta))
+    if not math.isfinite(primal):
+        return Certificate(primal, dual, math.inf, math.inf, r)
+    gap = max(primal - dual, 0.0)
+    rel = gap / max(abs(primal), torch.finfo(z.dtype).tiny)
+    return Certificate(primal, dual, gap, rel, r)

@@ -1,0 +1,149 @@
+"""Smooth data-fit terms ``f(U) = (1/N) Σ_i φ(U_i, y_i)`` on predictions ``U`` of shape (N, c).
+
+Every loss supplies its value, gradient with respect to the predictions, a Lipschitz bound of that gradient and
+the convex conjugate ``f*(Θ)`` used by the duality-gap certificate (see :mod:`attnduality.convex.certificates`).
+The objective convention of the whole library is ``(1/N) Σ_i L(f(x_i), y_i) + β · penalty``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+
+__all__ = ["Loss", "SquaredLoss", "CrossEntropyLoss", "LogisticLoss", "get_loss"]
+
+
+def _xlogx(p: torch.Tensor) -> torch.Tensor:
+    """``p log p`` with the convention ``0 log 0 = 0``."""
+    return torch.where(p > 0, p * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny)), torch.zeros_like(p))
+
+
+class Loss(ABC):
+    """A smooth convex loss averaged over samples, bound to its targets ``y``."""
+
+    name: str = ""
+
+    def __init__(self, y: torch.Tensor) -> None:
+        self.y = y
+        self.n_samples = int(y.shape[0])
+
+    @abstractmethod
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        """``f(U)``, a 0-d tensor."""
+
+    @abstractmethod
+    def grad(self, u: torch.Tensor) -> torch.Tensor:
+        """``∇f(U)``, same shape as ``U``."""
+
+    def value_grad(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.value(u), self.grad(u)
+
+    @abstractmethod
+    def lipschitz(self) -> float:
+        """An upper bound on the Lipschitz constant of ``∇f`` (w.r.t. the Frobenius norm of ``U``)."""
+
+    @abstractmethod
+    def conjugate(self, theta: torch.Tensor) -> torch.Tensor:
+        """``f*(Θ) = sup_U ⟨Θ, U⟩ − f(U)``; ``+inf`` outside the domain."""
+
+    def dual_feasible(self, grad: torch.Tensor, scale: float) -> torch.Tensor:
+        """A dual point ``Θ = scale·∇f(U)``; every loss here keeps it inside dom f* for ``scale ∈ [0, 1]``."""
+        return grad * scale
+
+
+class SquaredLoss(Loss):
+    """``f(U) = (1/2N) ‖U − Y‖_F²``; targets (N, c) floats."""
+
+    name = "squared"
+
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (u - self.y).square().sum() / self.n_samples
+
+    def grad(self, u: torch.Tensor) -> torch.Tensor:
+        return (u - self.y) / self.n_samples
+
+    def lipschitz(self) -> float:
+        return 1.0 / self.n_samples
+
+    def conjugate(self, theta: torch.Tensor) -> torch.Tensor:
+        # f*(Θ) = (N/2)‖Θ‖² + ⟨Θ, Y⟩
+        return 0.5 * self.n_samples * theta.square().sum() + (theta * self.y).sum()
+
+
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy ``f(U) = (1/N) Σ_i [logsumexp(U_i) − U_i[y_i]]``; targets (N,) class indices."""
+
+    name = "cross_entropy"
+
+    def __init__(self, y: torch.Tensor) -> None:
+        super().__init__(y.long())
+
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(u, self.y, reduction="mean")
+
+    def grad(self, u: torch.Tensor) -> torch.Tensor:
+        g = torch.softmax(u, dim=1)
+        g[torch.arange(self.n_samples, device=u.device), self.y] -= 1.0
+        return g / self.n_samples
+
+    def value_grad(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logp = torch.log_softmax(u, dim=1)
+        idx = torch.arange(self.n_samples, device=u.device)
+        value = -logp[idx, self.y].mean()
+        g = torch.exp(logp)
+        g[idx, self.y] -= 1.0
+        return value, g / self.n_samples
+
+    def lipschitz(self) -> float:
+        # The Hessian of logsumexp is diag(p) − p pᵀ ⪯ ½ I.
+        return 0.5 / self.n_samples
+
+    def conjugate(self, theta: torch.Tensor) -> torch.Tensor:
+        # φ*(v) = Σ_k p_k log p_k with p = v + e_y in the simplex; f*(Θ) = (1/N) Σ_i φ*(N Θ_i).
+        p = self.n_samples * theta
+        p[torch.arange(self.n_samples, device=theta.device), self.y] += 1.0
+        tol = 1e3 * torch.finfo(theta.dtype).eps
+        if bool((p < -tol).any()) or bool(((p.sum(1) - 1).abs() > tol * p.shape[1]).any()):
+            return torch.tensor(math.inf, dtype=theta.dtype, device=theta.device)
+        return _xlogx(p.clamp_min(0)).sum() / self.n_samples
+
+
+class LogisticLoss(Loss):
+    """Binary logistic ``f(u) = (1/N) Σ_i log(1 + exp(−y_i u_i))``; targets (N, 1) in {−1, +1}."""
+
+    name = "logistic"
+
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softplus(-self.y * u).mean()
+
+    def grad(self, u: torch.Tensor) -> torch.Tensor:
+        return -self.y * torch.sigmoid(-self.y * u) / self.n_samples
+
+    def lipschitz(self) -> float:
+        return 0.25 / self.n_samples
+
+    def conjugate(self, theta: torch.Tensor) -> torch.Tensor:
+        # φ*(v) = a log a + (1−a) log(1−a) with a = −y v ∈ [0, 1].
+        a = -self.y * theta * self.n_samples
+        tol = 1e3 * torch.finfo(theta.dtype).eps
+        if bool((a < -tol).any()) or bool((a > 1 + tol).any()):
+            return torch.tensor(math.inf, dtype=theta.dtype, device=theta.device)
+        a = a.clamp(0, 1)
+        return (_xlogx(a) + _xlogx(1 - a)).sum() / self.n_samples
+
+
+_LOSSES: dict[str, type[Loss]] = {
+    "squared": SquaredLoss,
+    "cross_entropy": CrossEntropyLoss,
+    "logistic": LogisticLoss,
+}
+
+
+def get_loss(name: str) -> type[Loss]:
+    """The loss class registered under ``name`` (``squared``, ``cross_entropy``, ``logistic``)."""
+    try:
+        return _LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(_LOSSES)}") from None

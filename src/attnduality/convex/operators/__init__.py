@@ -1,0 +1,7 @@
+"""Forward operators of the convex heads (one module per head family)."""
+
+from .base import LinearOperator
+from .linear import DenseOperator
+from .mlp import GatedMLPOperator
+
+__all__ = ["LinearOperator", "DenseOperator", "GatedMLPOperator"]

@@ -1,0 +1,41 @@
+"""The convex two-layer gated-ReLU network (Sahiner et al. eq. (8); Mishkin et al. 2022).
+
+``A(Z) = Σ_j D_j X Z_j`` with ``D_j = diag(1{X g_j ≥ 0})`` and ``Z`` of shape (P, d, c).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import LinearOperator
+
+__all__ = ["GatedMLPOperator"]
+
+
+class GatedMLPOperator(LinearOperator):
+    """``A(Z) = Σ_j D_j X Z_j`` for data ``X`` (N, d) and 0/1 masks ``D`` (N, P)."""
+
+    def __init__(self, x: torch.Tensor, masks: torch.Tensor, n_outputs: int) -> None:
+        if masks.shape[0] != x.shape[0]:
+            raise ValueError(f"masks have {masks.shape[0]} rows but X has {x.shape[0]} samples")
+        self.x = x
+        self.masks = masks.to(dtype=x.dtype)
+        self.n_samples, self.n_features = x.shape
+        self.n_patterns = int(masks.shape[1])
+        self.n_outputs = int(n_outputs)
+        self.z_shape = (self.n_patterns, self.n_features, self.n_outputs)
+        self.dtype, self.device = x.dtype, x.device
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        p, d, c = self.z_shape
+        if c == 1:
+            return ((self.x @ z[:, :, 0].T) * self.masks).sum(1, keepdim=True)
+        xz = (self.x @ z.permute(1, 0, 2).reshape(d, p * c)).view(-1, p, c)
+        return torch.einsum("npc,np->nc", xz, self.masks)
+
+    def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        p, d, c = self.z_shape
+        if c == 1:
+            return (self.x.T @ (self.masks * g)).T.unsqueeze(-1)
+        dg = (self.masks.unsqueeze(-1) * g.unsqueeze(1)).reshape(-1, p * c)
+        return (self.x.T @ dg).view(d, p, c).permute(1, 0, 2)

@@ -1,0 +1,140 @@
+"""Penalties ``R(Z)``: each supplies ``value``, ``prox`` (of ``t·R``) and the ``dual_norm`` used by certificates.
+
+* :class:`GroupL2` — ``Σ_g ‖Z_g‖_2`` over groups formed by reducing some axes (group lasso; the convex
+  gated-ReLU MLP of Sahiner et al. eq. (8) with one output, Mishkin et al.'s neuron-wise group ℓ1).
+* :class:`NuclearNorm` — ``‖Z‖_*`` of one matrix (the linear heads, eq. (6) and Thm 3.1).
+* :class:`BlockNuclearNorm` — ``Σ_j ‖Z_j‖_*`` over a leading batch of blocks (gated heads, eq. (8)).
+* :class:`L1Norm` — ``Σ |Z|``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["Penalty", "GroupL2", "NuclearNorm", "BlockNuclearNorm", "L1Norm", "get_penalty"]
+
+
+class Penalty(ABC):
+    """A convex, positively homogeneous penalty (a norm or a sum of norms)."""
+
+    name: str = ""
+
+    @abstractmethod
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        """``R(Z)`` as a 0-d tensor."""
+
+    @abstractmethod
+    def prox(self, z: torch.Tensor, t: float) -> torch.Tensor:
+        """``argmin_W ½‖W − Z‖² + t·R(W)``."""
+
+    @abstractmethod
+    def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
+        """``R°(W) = sup_{R(Z) ≤ 1} ⟨W, Z⟩``; optimality of the regularised problem is ``R°(−∇f) ≤ β``."""
+
+
+class GroupL2(Penalty):
+    """``Σ_g ‖Z_g‖_2`` where a group collects all entries that share the indices of the axes not in ``axes``.
+
+    ``GroupL2(axes=(1, 2))`` on a (P, d, c) tensor is one group per block; ``GroupL2(axes=(1,))`` on a
+    (d, c) matrix is one group per column; ``GroupL2(axes=(0,))`` one group per row... of the transposed view.
+    """
+
+    name = "group_l2"
+
+    def __init__(self, axes: Sequence[int] = (-1,)) -> None:
+        self.axes = tuple(int(a) for a in axes)
+
+    def _norms(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(z, dim=self.axes, keepdim=True)
+
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        return self._norms(z).sum()
+
+    def prox(self, z: torch.Tensor, t: float) -> torch.Tensor:
+        norms = self._norms(z)
+        scale = torch.clamp(1.0 - t / norms.clamp_min(torch.finfo(z.dtype).tiny), min=0.0)
+        return z * scale
+
+    def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
+        return self._norms(w).max()
+
+
+def _is_vector_block(z: torch.Tensor) -> bool:
+    return min(z.shape[-2], z.shape[-1]) == 1
+
+
+def _svt(z: torch.Tensor, t: float) -> torch.Tensor:
+    """Singular-value soft-thresholding of a batch of matrices (…, m, n)."""
+    if _is_vector_block(z):  # the nuclear norm of a vector is its ℓ2 norm
+        return GroupL2(axes=(-2, -1)).prox(z, t)
+    u, s, vh = torch.linalg.svd(z, full_matrices=False)
+    s = torch.clamp(s - t, min=0.0)
+    keep = int((s > 0).sum(dim=-1).max()) if s.numel() else 0
+    if keep == 0:
+        return torch.zeros_like(z)
+    u, s, vh = u[..., :keep], s[..., :keep], vh[..., :keep, :]
+    return (u * s.unsqueeze(-2)) @ vh
+
+
+def _nuclear(z: torch.Tensor) -> torch.Tensor:
+    if _is_vector_block(z):
+        return torch.linalg.vector_norm(z, dim=(-2, -1)).sum()
+    return torch.linalg.svdvals(z).sum()
+
+
+def _spectral(w: torch.Tensor) -> torch.Tensor:
+    if _is_vector_block(w):
+        return torch.linalg.vector_norm(w, dim=(-2, -1)).max()
+    return torch.linalg.matrix_norm(w, ord=2).max()
+
+
+class NuclearNorm(Penalty):
+    """``‖Z‖_*`` of a matrix, exact prox by SVD soft-thresholding; dual norm = spectral norm."""
+
+    name = "nuclear"
+
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        return _nuclear(z)
+
+    def prox(self, z: torch.Tensor, t: float) -> torch.Tensor:
+        return _svt(z, t)
+
+    def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
+        return _spectral(w)
+
+
+class BlockNuclearNorm(NuclearNorm):
+    """``Σ_j ‖Z_j‖_*`` over a batch of blocks (…, m, n): batched SVD prox; dual norm = max_j ‖W_j‖_2.
+
+    With blocks of one column (c = 1) it is the group ℓ2 penalty over blocks, computed without an SVD.
+    The implementation is the batched path of :class:`NuclearNorm`; the class exists to name the penalty.
+    """
+
+    name = "block_nuclear"
+
+
+class L1Norm(Penalty):
+    """``Σ |Z|``: soft-thresholding prox; dual norm = ℓ∞."""
+
+    name = "l1"
+
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        return z.abs().sum()
+
+    def prox(self, z: torch.Tensor, t: float) -> torch.Tensor:
+        return torch.sign(z) * torch.clamp(z.abs() - t, min=0.0)
+
+    def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
+        return w.abs().max()
+
+
+def get_penalty(name: str) -> Penalty:
+    """A penalty by name: ``nuclear``, ``block_nuclear``, ``l1`` (``group_l2`` needs axes: build it directly)."""
+    table: dict[str, type[Penalty]] = {"nuclear": NuclearNorm, "block_nuclear": BlockNuclearNorm, "l1": L1Norm}
+    try:
+        return table[name]()
+    except KeyError:
+        raise ValueError(f"unknown penalty {name!r}; choose one of {sorted(table)} or GroupL2(axes)") from None

@@ -1,0 +1,49 @@
+"""The composite convex program ``min_Z F(Z) = f(A(Z)) + β R(Z)`` shared by every convex head.
+
+``f`` is a :class:`~attnduality.convex.losses.Loss` averaged over samples (so the objective reads
+``(1/N) Σ_i L(A(Z)_i, y_i) + β R(Z)``), ``A`` a :class:`~attnduality.convex.operators.LinearOperator` and ``R`` a
+:class:`~attnduality.convex.penalties.Penalty`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from .certificates import Certificate, duality_gap
+from .losses import Loss
+from .operators.base import LinearOperator
+from .penalties import Penalty
+
+__all__ = ["CompositeProblem"]
+
+
+@dataclass(frozen=True)
+class CompositeProblem:
+    """``f(A(Z)) + β R(Z)``: the data of one convex fit."""
+
+    loss: Loss
+    operator: LinearOperator
+    penalty: Penalty
+    beta: float
+
+    def __post_init__(self) -> None:
+        if not (self.beta >= 0.0) or self.beta != self.beta or self.beta == float("inf"):
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")
+
+    def with_beta(self, beta: float) -> CompositeProblem:
+        return replace(self, beta=float(beta))
+
+    def objective(self, z: torch.Tensor) -> float:
+        return float(self.loss.value(self.operator.forward(z)) + self.beta * self.penalty.value(z))
+
+    def lipschitz(self) -> float:
+        """An estimate of the Lipschitz constant of ``∇(f∘A)``: ``L_f · ‖A‖²``."""
+        return self.loss.lipschitz() * self.operator.norm_sq()
+
+    def certificate(self, z: torch.Tensor, u: torch.Tensor | None = None) -> Certificate:
+        """The duality-gap certificate at ``Z`` (``u = A(Z)`` may be passed to save a forward)."""
+        if u is None:
+            u = self.operator.forward(z)
+        return duality_gap(self, z, u)

@@ -1,0 +1,35 @@
+"""Regularisation paths with warm starts, and the smallest β for which ``Z = 0`` is optimal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..problem import CompositeProblem
+from .fista import FISTA, SolveResult
+
+__all__ = ["beta_max", "solve_path"]
+
+
+def beta_max(problem: CompositeProblem) -> float:
+    """``R°(A* ∇f(0))``: for every ``β ≥ beta_max`` the solution is ``Z = 0``."""
+    z = problem.operator.zeros()
+    g = problem.loss.grad(problem.operator.forward(z))
+    return float(problem.penalty.dual_norm(problem.operator.adjoint(g)))
+
+
+def solve_path(problem: CompositeProblem, betas: Sequence[float], solver: FISTA | None = None) -> list[SolveResult]:
+    """Solve for every β in ``betas``, from the largest to the smallest, each warm-started from the previous
+    solution. Results are returned in the order of ``betas``."""
+    if len(betas) == 0:
+        raise ValueError("betas is empty")
+    if any(not (b >= 0) for b in betas):
+        raise ValueError("every beta must be >= 0")
+    solver = solver or FISTA()
+    order = sorted(range(len(betas)), key=lambda i: -betas[i])
+    results: dict[int, SolveResult] = {}
+    z = None
+    for i in order:
+        res = solver.run(problem.with_beta(betas[i]), z0=z)
+        results[i] = res
+        z = res.z
+    return [results[i] for i in range(len(betas))]
