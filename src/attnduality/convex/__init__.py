@@ -7,16 +7,16 @@ from .arrangements import gate_masks, sample_gates, unique_gates
 from .certificates import Certificate, duality_gap
 from .estimators import ConvexMLPClassifier, ConvexMLPRegressor, NuclearNormClassifier, NuclearNormRegressor
 from .losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss, get_loss
-from .operators import DenseOperator, GatedMLPOperator, LinearOperator
-from .penalties import BlockNuclearNorm, GroupL2, L1Norm, NuclearNorm, Penalty, get_penalty
+from .operators import DenseOperator, GatedMLPOperator, LinearOperator, ReLUMLPOperator
+from .penalties import BlockNuclearNorm, ConeGroupL2, GroupL2, L1Norm, NuclearNorm, Penalty, get_penalty
 from .problem import CompositeProblem
 from .recovery import gated_mlp_to_module, regularized_objective, relu_mlp_to_module
-from .solvers import FISTA, AugmentedLagrangian, SolveResult, beta_max, solve_path
+from .solvers import FISTA, SolveResult, beta_max, solve_path
 
 __all__ = [
-    "AugmentedLagrangian",
     "BlockNuclearNorm",
     "Certificate",
+    "ConeGroupL2",
     "CompositeProblem",
     "ConvexMLPClassifier",
     "ConvexMLPRegressor",
@@ -33,6 +33,7 @@ __all__ = [
     "NuclearNormClassifier",
     "NuclearNormRegressor",
     "Penalty",
+    "ReLUMLPOperator",
     "SolveResult",
     "SquaredLoss",
     "beta_max",

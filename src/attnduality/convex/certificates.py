@@ -1,11 +1,11 @@
 """Optimality certificates shared by all solvers.
 
-For ``P(Z) = f(A Z) + β R(Z)`` with ``R`` a norm, Fenchel duality gives
-``D(Θ) = −f*(Θ)`` subject to ``R°(A*Θ) ≤ β``. At any ``Z``, ``Θ = s ∇f(A Z)`` with
-``s = min(1, β / R°(A* ∇f(A Z)))`` is dual feasible, so ``P(Z) − P* ≤ P(Z) − D(Θ) = gap``. The
-relative gap ``gap / P(Z)`` is the stopping rule of every solver. ``R°(A*∇f)/β`` is also reported: it is the
-spectral-norm certificate of Sahiner et al.'s Burer–Monteiro follow-up, ``(P̂−P*)/P* ≤ (R°/β − 1)_+`` at
-stationary points of the factored problem.
+For ``P(Z) = f(A Z) + β R(Z)`` with ``R`` positively homogeneous, Fenchel duality gives
+``D(Θ) = −f*(Θ)`` subject to ``R°(−A*Θ) ≤ β`` (``R°`` the support function of the unit ball of ``R``).
+At any ``Z``, ``Θ = s ∇f(A Z)`` with ``s = min(1, β / R°(−A* ∇f(A Z)))`` is dual feasible,
+so ``P(Z) − P* ≤ P(Z) − D(Θ) = gap``. The relative gap ``gap / P(Z)`` is the stopping rule of every solver.
+``R°(−A*∇f)`` is also reported: over β it is the spectral-norm certificate of Sahiner et al.'s
+Burer–Monteiro follow-up, ``(P̂−P*)/P* ≤ (R°/β − 1)_+`` at stationary points of the factored problem.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Certificate:
 def duality_gap(problem: CompositeProblem, z: torch.Tensor, u: torch.Tensor) -> Certificate:
     """The certificate at ``Z`` with predictions ``u = A(Z)``; losses are evaluated in float64."""
     g = problem.loss.grad(u)
-    r = float(problem.penalty.dual_norm(problem.operator.adjoint(g)))
+    r = float(problem.penalty.dual_norm(-problem.operator.adjoint(g)))
     u64 = u.double()
     g = problem.loss.grad(u64)
     primal = float(problem.loss.value(u64)) + problem.beta * float(problem.penalty.value(z))

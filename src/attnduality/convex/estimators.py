@@ -26,12 +26,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..nn.heads import ReLUMLP
 from .arrangements import gate_masks, sample_gates, unique_gates
 from .losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss
-from .operators import DenseOperator, GatedMLPOperator, LinearOperator
-from .penalties import BlockNuclearNorm, GroupL2, NuclearNorm, Penalty
+from .operators import DenseOperator, GatedMLPOperator, LinearOperator, ReLUMLPOperator
+from .penalties import BlockNuclearNorm, ConeGroupL2, NuclearNorm, Penalty
 from .problem import CompositeProblem
 from .recovery import gated_mlp_to_module, relu_mlp_to_module
-from .solvers import FISTA, AugmentedLagrangian, SolveResult
-from .solvers.al import ReLUConeOperator
+from .solvers import FISTA, SolveResult
 
 __all__ = [
     "ConvexMLPRegressor",
@@ -201,8 +200,8 @@ class _ClassifierTask(ClassifierMixin):
 # Heads
 # --------------------------------------------------------------------------------------------------------------
 class _MLPHead(_ConvexEstimator):
-    """Convex two-layer network: gated ReLU (eq. (8), block nuclear norm) or ReLU (eq. (5), cone constraints,
-    one group per neuron and output column)."""
+    """Convex two-layer network: gated ReLU (eq. (8), block nuclear norm) or ReLU (eq. (5), cone-constrained
+    group norm with one group per neuron and output column; FISTA with an exact prox by cone projection)."""
 
     def _gates(self, xt: torch.Tensor) -> torch.Tensor:
         if self.activation not in _ACTIVATIONS:
@@ -231,17 +230,14 @@ class _MLPHead(_ConvexEstimator):
         self.gates_ = gates.cpu().numpy()
         masks = gate_masks(xt, gates)
         if self.activation == "relu":
-            return ReLUConeOperator(xt, masks, n_outputs), GroupL2(axes=(2,))
+            return ReLUMLPOperator(xt, masks, n_outputs), ConeGroupL2(xt, masks)
         return GatedMLPOperator(xt, masks, n_outputs), BlockNuclearNorm()
 
     def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
-        if self.activation == "relu":
-            assert isinstance(operator, ReLUConeOperator)
-            solver = AugmentedLagrangian(tol=self.tol, max_iter=self.max_iter)
-            result = solver.run(loss, operator, penalty, float(self.beta))
-            self.constraint_violation_ = float(result.violation)
-            return result
-        return super()._solve(loss, operator, penalty)
+        result = super()._solve(loss, operator, penalty)
+        if isinstance(penalty, ConeGroupL2):
+            self.constraint_violation_ = penalty.violation(result.z)
+        return result
 
     def _store_solution(self, result: SolveResult) -> None:
         z = result.z.detach().cpu().numpy()
@@ -277,7 +273,7 @@ class ConvexMLPRegressor(_RegressorTask, _MLPHead):
     """Convex two-layer (gated) ReLU network for regression, squared loss (Sahiner et al. eq. (5)/(8)).
 
     Gated ReLU solves ``min_Z (1/2N)‖Σ_j D_j X Z_j − Y‖² + β Σ_j ‖Z_j‖_*`` with FISTA; ``activation="relu"`` adds
-    the cone constraints ``(2D_j − I) X Z_j ≥ 0`` and solves with an augmented Lagrangian.
+    the cone constraints ``(2D_j − I) X V_j ≥ 0`` on ``Z_j = V_j − W_j`` (projection-based exact prox).
     """
 
     def __init__(

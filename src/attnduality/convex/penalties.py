@@ -5,6 +5,10 @@
 * :class:`NuclearNorm` — ``‖Z‖_*`` of one matrix (the linear heads, eq. (6) and Thm 3.1).
 * :class:`BlockNuclearNorm` — ``Σ_j ‖Z_j‖_*`` over a leading batch of blocks (gated heads, eq. (8)).
 * :class:`L1Norm` — ``Σ |Z|``.
+* :class:`ConeGroupL2` — ``Σ_g ‖Z_g‖_2`` restricted to polyhedral cones (the convex ReLU network, eq. (5)).
+
+``dual_norm`` is the support function of the unit ball ``sup_{R(Z) ≤ 1} ⟨W, Z⟩``: for the symmetric norms it is
+the dual norm, for :class:`ConeGroupL2` the gauge ``max_g ‖P_{C_g}(W_g)‖``.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
+from scipy.optimize import nnls
 
-__all__ = ["Penalty", "GroupL2", "NuclearNorm", "BlockNuclearNorm", "L1Norm", "get_penalty"]
+__all__ = ["Penalty", "GroupL2", "NuclearNorm", "BlockNuclearNorm", "L1Norm", "ConeGroupL2", "get_penalty"]
 
 
 class Penalty(ABC):
@@ -38,8 +43,8 @@ class Penalty(ABC):
 class GroupL2(Penalty):
     """``Σ_g ‖Z_g‖_2`` where a group collects all entries that share the indices of the axes not in ``axes``.
 
-    ``GroupL2(axes=(1, 2))`` on a (P, d, c) tensor is one group per block; ``GroupL2(axes=(1,))`` on a
-    (d, c) matrix is one group per column; ``GroupL2(axes=(0,))`` one group per row... of the transposed view.
+    ``GroupL2(axes=(1, 2))`` on a (P, d, c) tensor is one group per block; ``GroupL2(axes=(0,))`` on a (d, c)
+    matrix is one group per column, ``GroupL2(axes=(1,))`` one group per row.
     """
 
     name = "group_l2"
@@ -129,6 +134,57 @@ class L1Norm(Penalty):
 
     def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
         return w.abs().max()
+
+
+class ConeGroupL2(Penalty):
+    """``Σ_{s,j,k} ‖Z[s, j, :, k]‖_2 + ι{(2D_j − I) X Z[s, j, :, k] ≥ 0}`` on tensors (2, P, d, c).
+
+    The cone-constrained group norm of the convex ReLU network (Sahiner et al. eq. (5), one group per neuron and
+    output column). For a closed convex cone ``C``, ``prox_{t‖·‖+ι_C}(z) = shrink_t(P_C(z))`` and the support
+    function of ``{‖z‖ ≤ 1, z ∈ C}`` is ``‖P_C(w)‖``; ``P_C(z) = z + Bᵀλ*`` with ``λ* = argmin_{λ≥0} ‖z + Bᵀλ‖``
+    (Moreau), one non-negative least-squares problem per group (SciPy, on the CPU).
+    """
+
+    name = "cone_group_l2"
+
+    def __init__(self, x: torch.Tensor, masks: torch.Tensor) -> None:
+        self.x = x
+        self.signs = 2.0 * masks.to(x.dtype) - 1.0  # (N, P)
+        self._x_np = x.detach().cpu().double().numpy()
+        self._signs_np = self.signs.detach().cpu().double().numpy()
+
+    def slack(self, z: torch.Tensor) -> torch.Tensor:
+        """``(2D_j − I) X Z[s, j]`` for every group, shape (2, N, P, c)."""
+        xz = torch.einsum("nd,spdc->snpc", self.x, z)
+        return self.signs[None, :, :, None] * xz
+
+    def violation(self, z: torch.Tensor) -> float:
+        """``max (−slack)_+ / max |slack|``: 0 when every group is in its cone."""
+        sl = self.slack(z)
+        scale = float(sl.abs().max()) if sl.numel() else 0.0
+        return float((-sl).clamp_min(0).max()) / scale if scale > 0 else 0.0
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """``P_C(Z)`` group by group; groups already in their cone are left as they are."""
+        out = z.detach().clone()
+        bad = (self.slack(z) < 0).any(dim=1)  # (2, P, c)
+        if not bool(bad.any()):
+            return out
+        z_np = z.detach().cpu().double().numpy()
+        for s, j, k in bad.nonzero().tolist():
+            bt = (self._x_np * self._signs_np[:, j : j + 1]).T  # (d, N): columns are the cone's normals
+            lam, _ = nnls(bt, -z_np[s, j, :, k])
+            out[s, j, :, k] = torch.as_tensor(z_np[s, j, :, k] + bt @ lam, dtype=z.dtype)
+        return out
+
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(z, dim=2).sum()
+
+    def prox(self, z: torch.Tensor, t: float) -> torch.Tensor:
+        return GroupL2(axes=(2,)).prox(self.project(z), t)
+
+    def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.project(w), dim=2).max()
 
 
 def get_penalty(name: str) -> Penalty:

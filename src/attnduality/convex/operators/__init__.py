@@ -3,5 +3,6 @@
 from .base import LinearOperator
 from .linear import DenseOperator
 from .mlp import GatedMLPOperator
+from .relu import ReLUMLPOperator
 
-__all__ = ["LinearOperator", "DenseOperator", "GatedMLPOperator"]
+__all__ = ["LinearOperator", "DenseOperator", "GatedMLPOperator", "ReLUMLPOperator"]

@@ -1,6 +1,5 @@
-"""Solvers: FISTA (exact prox), the augmented Lagrangian for cone constraints, regularisation paths."""
+"""Solvers: FISTA (exact prox, including the cone-constrained ReLU form), regularisation paths."""
 
-from .al import AugmentedLagrangian, ConstrainedSolveResult
 from .fista import FISTA, FISTAState, History, SolveResult
 from .path import beta_max, solve_path
 
@@ -9,8 +8,6 @@ __all__ = [
     "FISTAState",
     "History",
     "SolveResult",
-    "AugmentedLagrangian",
-    "ConstrainedSolveResult",
     "beta_max",
     "solve_path",
 ]
