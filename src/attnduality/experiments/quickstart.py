@@ -54,7 +54,7 @@ def run_quickstart(out: Path, seed: int = 0, quick: bool = False, device: str = 
     digits = load_digits()
     x = digits.data / 16.0
     x_tr, x_te, y_tr, y_te = train_test_split(x, digits.target, test_size=0.25, random_state=seed)
-    beta = 1e-3
+    beta = 1e-2
     n_gates = 20 if quick else 50
     steps = 300 if quick else 1500
     n_seeds = 3 if quick else 5
@@ -109,7 +109,7 @@ def run_quickstart(out: Path, seed: int = 0, quick: bool = False, device: str = 
     ax.semilogy(h.time, np.maximum(np.array(h.objective) - opt, 1e-12), "k-", lw=2, label="convex (FISTA)")
     ax.set_xlabel("seconds")
     ax.set_ylabel("objective − certified lower bound")
-    ax.set_title("Digits, gated ReLU, β = 1e-3")
+    ax.set_title(f"Digits, gated ReLU, β = {beta:g}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "objective.png", dpi=120)
