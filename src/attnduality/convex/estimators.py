@@ -49,7 +49,12 @@ class _ConvexEstimator(BaseEstimator):
     # --- parameters -------------------------------------------------------------------------------------
     def _check_params(self) -> None:
         if not isinstance(self.beta, numbers.Real) or not math.isfinite(self.beta) or self.beta < 0:
-            raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")
+            raise ValueError(f"beta must be a finite number > 0, got {self.beta!r}")
+        if self.beta == 0:
+            raise ValueError(
+                "beta must be > 0: with beta = 0 there is no duality-gap certificate and the cross-entropy "
+                "optimum may lie at infinity"
+            )
         if not isinstance(self.tol, numbers.Real) or not (self.tol > 0):
             raise ValueError(f"tol must be > 0, got {self.tol!r}")
         if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
@@ -62,7 +67,8 @@ class _ConvexEstimator(BaseEstimator):
         return _DTYPES[self.dtype]
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=self._torch_dtype, device=torch.device(self.device))
+        a = np.require(a, requirements=["C", "W"])  # torch cannot wrap read-only (e.g. memory-mapped) arrays
+        return torch.as_tensor(a, dtype=self._torch_dtype, device=torch.device(self.device))
 
     def _features(self, x: np.ndarray) -> torch.Tensor:
         xt = self._tensor(x)
@@ -155,7 +161,7 @@ class _ClassifierTask(ClassifierMixin):
         self.classes_ = enc.classes_
         k = len(self.classes_)
         if k < 2:
-            raise ValueError(f"y has a single class ({self.classes_[0]!r}); a classifier needs at least 2 classes")
+            raise ValueError(f"y has only one class ({self.classes_[0]!r}); a classifier needs at least 2 classes")
         idx = enc.transform(y)
         if self.loss == "logistic":
             if k != 2:
@@ -173,7 +179,11 @@ class _ClassifierTask(ClassifierMixin):
 
     def decision_function(self, X: Any) -> np.ndarray:  # noqa: N803
         out = self._decision(X).detach().cpu().numpy().astype(np.float64)
-        return out[:, 0] if out.shape[1] == 1 else out
+        if out.shape[1] == 1:
+            return out[:, 0]
+        if out.shape[1] == 2:  # binary: the score of the positive class against the negative one
+            return out[:, 1] - out[:, 0]
+        return out
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
         scores = self.decision_function(X)
@@ -221,7 +231,8 @@ class _MLPHead(_ConvexEstimator):
             if not isinstance(self.n_gates, numbers.Integral) or self.n_gates < 1:
                 raise ValueError(f"n_gates must be an integer >= 1, got {self.n_gates!r}")
             seed = check_random_state(self.random_state).randint(0, 2**31 - 1)
-            g = sample_gates(d, int(self.n_gates), seed, self._torch_dtype).to(xt.device)
+            # sampled in float64 so that float32 and float64 fits share the same gates
+            g = sample_gates(d, int(self.n_gates), seed, torch.float64).to(dtype=xt.dtype, device=xt.device)
         kept = unique_gates(xt, g)
         return kept if kept.shape[1] > 0 else g[:, :1]
 

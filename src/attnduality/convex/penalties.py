@@ -201,6 +201,9 @@ class ConeGroupL2(Penalty):
         return out
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
+        """The group norm sum, or ``+inf`` outside the cones (relative violation above ``1e3·eps``)."""
+        if self.violation(z) > 1e3 * torch.finfo(z.dtype).eps:
+            return torch.tensor(float("inf"), dtype=z.dtype, device=z.device)
         return torch.linalg.vector_norm(z, dim=2).sum()
 
     def prox(self, z: torch.Tensor, t: float) -> torch.Tensor:
