@@ -1,0 +1,197 @@
+"""scikit-learn faces of the convex programs: each wires a loss, an operator, a penalty and a solver.
+
+Every estimator minimises ``(1/N) Σ_i L(f(x_i), y_i) + β · penalty`` on the data as given (no rescaling) and
+exposes ``objective_``, ``certificate_`` (a :class:`~attnduality.convex.certificates.Certificate`),
+``status_``, ``n_iter_`` and ``history_``. A solve that does not reach ``tol`` keeps its best iterate, says so in
+``status_`` and raises a :class:`~sklearn.exceptions.ConvergenceWarning`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss
+from ..operators import LinearOperator
+from ..penalties import Penalty
+from ..problem import CompositeProblem
+from ..solvers import FISTA, SolveResult
+
+__all__ = ["ConvexEstimator", "RegressorTask", "ClassifierTask"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_ACTIVATIONS = ("gated_relu", "relu")
+
+
+class ConvexEstimator(BaseEstimator):
+    """Shared fit/predict machinery. Subclasses define the head (operator + penalty) and the task."""
+
+    # --- parameters -------------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        if not isinstance(self.beta, numbers.Real) or not math.isfinite(self.beta) or self.beta < 0:
+            raise ValueError(f"beta must be a finite number > 0, got {self.beta!r}")
+        if self.beta == 0:
+            raise ValueError(
+                "beta must be > 0: with beta = 0 there is no duality-gap certificate and the cross-entropy "
+                "optimum may lie at infinity"
+            )
+        if not isinstance(self.tol, numbers.Real) or not (self.tol > 0):
+            raise ValueError(f"tol must be > 0, got {self.tol!r}")
+        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def _torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        a = np.require(a, requirements=["C", "W"])  # torch cannot wrap read-only (e.g. memory-mapped) arrays
+        return torch.as_tensor(a, dtype=self._torch_dtype, device=torch.device(self.device))
+
+    def _features(self, x: np.ndarray) -> torch.Tensor:
+        xt = self._tensor(x)
+        if self.fit_intercept:
+            xt = torch.cat([xt, torch.ones(xt.shape[0], 1, dtype=xt.dtype, device=xt.device)], dim=1)
+        return xt
+
+    # --- head hooks ---------------------------------------------------------------------------------------
+    def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
+        raise NotImplementedError
+
+    def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
+        solver = FISTA(tol=self.tol, max_iter=self.max_iter)
+        return solver.run(CompositeProblem(loss, operator, penalty, float(self.beta)))
+
+    def _store_solution(self, result: SolveResult) -> None:
+        self.coef_ = result.z.detach().cpu().numpy()
+
+    def _raw_predict(self, xt: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- fit ----------------------------------------------------------------------------------------------
+    def _fit_targets(self, x: np.ndarray, loss: Loss, n_outputs: int) -> None:
+        xt = self._features(x)
+        operator, penalty = self._setup_head(xt, n_outputs)
+        result = self._solve(loss, operator, penalty)
+        self._store_solution(result)
+        self.objective_ = float(result.objective)
+        self.certificate_ = result.certificate
+        self.status_ = result.status
+        self.n_iter_ = int(result.n_iter)
+        self.history_ = result.history
+        self.solve_time_ = float(result.time)
+        if result.status != "converged":
+            warnings.warn(
+                f"{type(self).__name__} did not converge: status={result.status!r}, relative duality gap "
+                f"{result.certificate.rel_gap:.3g} > tol={self.tol:g} after {result.n_iter} iterations",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _decision(self, x: Any) -> torch.Tensor:
+        check_is_fitted(self, "coef_")
+        x = validate_data(self, x, reset=False, dtype=np.float64)
+        return self._raw_predict(self._features(x))
+
+    def __sklearn_tags__(self):  # noqa: ANN204
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+class RegressorTask(RegressorMixin):
+    """Squared loss on real targets (N,) or (N, c)."""
+
+    def fit(self, X: Any, y: Any) -> RegressorTask:  # noqa: N803
+        """Solve the convex program on ``(X, y)``; returns ``self``."""
+        self._check_params()
+        if self.loss != "squared":
+            raise ValueError(f"{type(self).__name__} supports loss='squared' only, got {self.loss!r}")
+        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)  # noqa: N806
+        self._y_ndim = y.ndim
+        y2 = y.reshape(len(y), -1)
+        self._fit_targets(X, SquaredLoss(self._tensor(y2)), y2.shape[1])
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        out = self._decision(X).detach().cpu().numpy().astype(np.float64)
+        return out[:, 0] if self._y_ndim == 1 else out
+
+    def __sklearn_tags__(self):  # noqa: ANN204
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class ClassifierTask(ClassifierMixin):
+    """Cross-entropy (default), binary logistic, or squared loss on one-hot targets."""
+
+    def fit(self, X: Any, y: Any) -> ClassifierTask:  # noqa: N803
+        """Solve the convex program on ``(X, y)``; returns ``self``."""
+        self._check_params()
+        if self.loss not in ("cross_entropy", "logistic", "squared"):
+            raise ValueError(f"loss must be 'cross_entropy', 'logistic' or 'squared', got {self.loss!r}")
+        X, y = validate_data(self, X, y, dtype=np.float64)  # noqa: N806
+        check_classification_targets(y)
+        if type_of_target(y) not in ("binary", "multiclass"):
+            raise ValueError(f"{type(self).__name__} needs binary or multiclass targets, got {type_of_target(y)}")
+        enc = LabelEncoder().fit(y)
+        self.classes_ = enc.classes_
+        k = len(self.classes_)
+        if k < 2:
+            raise ValueError(f"y has only one class ({self.classes_[0]!r}); a classifier needs at least 2 classes")
+        idx = enc.transform(y)
+        if self.loss == "logistic":
+            if k != 2:
+                raise ValueError(f"loss='logistic' is binary, but y has {k} classes; use loss='cross_entropy'")
+            loss: Loss = LogisticLoss(self._tensor((2.0 * idx - 1.0)[:, None]))
+            n_out = 1
+        elif self.loss == "squared":
+            loss = SquaredLoss(self._tensor(np.eye(k)[idx]))
+            n_out = k
+        else:
+            loss = CrossEntropyLoss(torch.as_tensor(idx, device=torch.device(self.device)))
+            n_out = k
+        self._fit_targets(X, loss, n_out)
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:  # noqa: N803
+        out = self._decision(X).detach().cpu().numpy().astype(np.float64)
+        if out.shape[1] == 1:
+            return out[:, 0]
+        if out.shape[1] == 2:  # binary: the score of the positive class against the negative one
+            return out[:, 1] - out[:, 0]
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        scores = self.decision_function(X)
+        idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[idx]
+
+    def _has_proba(self) -> bool:
+        return self.loss != "squared"
+
+    @available_if(_has_proba)
+    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+        s = torch.as_tensor(self.decision_function(X))
+        if s.ndim == 1:
+            p1 = torch.sigmoid(s)
+            return torch.stack([1 - p1, p1], dim=1).numpy()
+        return torch.softmax(s, dim=1).numpy()
+
+    @available_if(_has_proba)
+    def predict_log_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+        return np.log(self.predict_proba(X))

@@ -1,0 +1,158 @@
+"""Convex two-layer (gated) ReLU networks (Sahiner et al. eq. (5), (8))."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ...nn.heads import ReLUMLP
+from ..arrangements import gate_masks, sample_gates, unique_gates
+from ..losses import Loss
+from ..operators import GatedMLPOperator, LinearOperator, ReLUMLPOperator
+from ..penalties import BlockNuclearNorm, ConeGroupL2, Penalty
+from ..recovery import gated_mlp_to_module, relu_mlp_to_module
+from ..solvers import SolveResult
+from .base import ClassifierTask, ConvexEstimator, RegressorTask
+
+__all__ = ["ConvexMLPRegressor", "ConvexMLPClassifier"]
+
+_ACTIVATIONS = ("gated_relu", "relu")
+
+
+class _MLPHead(ConvexEstimator):
+    """Convex two-layer network: gated ReLU (eq. (8), block nuclear norm) or ReLU (eq. (5), cone-constrained
+    group norm with one group per neuron and output column; FISTA with an exact prox by cone projection)."""
+
+    def _gates(self, xt: torch.Tensor) -> torch.Tensor:
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
+        d = xt.shape[1]
+        if self.gates is not None:
+            gates = np.asarray(self.gates, dtype=np.float64)
+            if gates.ndim != 2 or gates.shape[0] != d or gates.shape[1] < 1:
+                raise ValueError(
+                    f"gates must be a ({d}, P) array with P >= 1 (d = n_features"
+                    f"{' + 1 for the intercept' if self.fit_intercept else ''}), got shape {gates.shape}"
+                )
+            if not np.isfinite(gates).all():
+                raise ValueError("gates contain NaN or inf")
+            g = self._tensor(gates)
+        else:
+            if not isinstance(self.n_gates, numbers.Integral) or self.n_gates < 1:
+                raise ValueError(f"n_gates must be an integer >= 1, got {self.n_gates!r}")
+            seed = check_random_state(self.random_state).randint(0, 2**31 - 1)
+            # sampled in float64 so that float32 and float64 fits share the same gates
+            g = sample_gates(d, int(self.n_gates), seed, torch.float64).to(dtype=xt.dtype, device=xt.device)
+        kept = unique_gates(xt, g)
+        return kept if kept.shape[1] > 0 else g[:, :1]
+
+    def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
+        gates = self._gates(xt)
+        self.gates_ = gates.cpu().numpy()
+        masks = gate_masks(xt, gates)
+        if self.activation == "relu":
+            return ReLUMLPOperator(xt, masks, n_outputs), ConeGroupL2(xt, masks)
+        return GatedMLPOperator(xt, masks, n_outputs), BlockNuclearNorm()
+
+    def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
+        result = super()._solve(loss, operator, penalty)
+        if isinstance(penalty, ConeGroupL2):
+            self.constraint_violation_ = penalty.violation(result.z)
+        return result
+
+    def _store_solution(self, result: SolveResult) -> None:
+        z = result.z.detach().cpu().numpy()
+        if self.activation == "relu":
+            self.cone_coef_ = z  # (2, P, d, c): V and W
+            self.coef_ = z[0] - z[1]
+        else:
+            self.coef_ = z
+
+    def _raw_predict(self, xt: torch.Tensor) -> torch.Tensor:
+        if self.activation == "relu":
+            v = self._tensor(self.cone_coef_)
+            p, d, c = v.shape[1:]
+            xv = (xt @ v.permute(0, 2, 1, 3).reshape(2, d, p * c)).view(2, -1, p, c)
+            return (torch.relu(xv[0]) - torch.relu(xv[1])).sum(1)
+        gates = self._tensor(self.gates_)
+        op = GatedMLPOperator(xt, gate_masks(xt, gates), self.coef_.shape[-1])
+        return op.forward(self._tensor(self.coef_))
+
+    def to_module(self) -> torch.nn.Module:
+        """The equivalent non-convex two-layer network (dead neurons pruned): its predictions equal the convex
+        model's, and ``loss + β · module.weight_decay()`` equals ``objective_``."""
+        check_is_fitted(self, "coef_")
+        if self.activation == "relu":
+            v = torch.as_tensor(self.cone_coef_)
+            module: ReLUMLP = relu_mlp_to_module(v[0], v[1], bias=self.fit_intercept)
+        else:
+            module = gated_mlp_to_module(torch.as_tensor(self.coef_), torch.as_tensor(self.gates_), self.fit_intercept)
+        return module.to(dtype=self._torch_dtype)
+
+
+class ConvexMLPRegressor(RegressorTask, _MLPHead):
+    """Convex two-layer (gated) ReLU network for regression, squared loss (Sahiner et al. eq. (5)/(8)).
+
+    Gated ReLU solves ``min_Z (1/2N)‖Σ_j D_j X Z_j − Y‖² + β Σ_j ‖Z_j‖_*`` with FISTA; ``activation="relu"`` adds
+    the cone constraints ``(2D_j − I) X V_j ≥ 0`` on ``Z_j = V_j − W_j`` (projection-based exact prox).
+    """
+
+    def __init__(
+        self,
+        activation: str = "gated_relu",
+        n_gates: int = 100,
+        gates: np.ndarray | None = None,
+        beta: float = 1e-3,
+        loss: str = "squared",
+        fit_intercept: bool = False,
+        tol: float = 1e-6,
+        max_iter: int = 10_000,
+        random_state: int | None = None,
+        device: str = "cpu",
+        dtype: str = "float64",
+    ) -> None:
+        self.activation = activation
+        self.n_gates = n_gates
+        self.gates = gates
+        self.beta = beta
+        self.loss = loss
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+
+
+class ConvexMLPClassifier(ClassifierTask, _MLPHead):
+    """Convex two-layer (gated) ReLU network for classification: cross-entropy, logistic or squared loss."""
+
+    def __init__(
+        self,
+        activation: str = "gated_relu",
+        n_gates: int = 100,
+        gates: np.ndarray | None = None,
+        beta: float = 1e-3,
+        loss: str = "cross_entropy",
+        fit_intercept: bool = False,
+        tol: float = 1e-6,
+        max_iter: int = 10_000,
+        random_state: int | None = None,
+        device: str = "cpu",
+        dtype: str = "float64",
+    ) -> None:
+        self.activation = activation
+        self.n_gates = n_gates
+        self.gates = gates
+        self.beta = beta
+        self.loss = loss
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
