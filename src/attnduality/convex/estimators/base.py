@@ -31,7 +31,6 @@ from ..solvers import FISTA, SolveResult
 __all__ = ["ConvexEstimator", "RegressorTask", "ClassifierTask"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_ACTIVATIONS = ("gated_relu", "relu")
 
 
 class ConvexEstimator(BaseEstimator):
