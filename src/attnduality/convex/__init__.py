@@ -5,7 +5,18 @@ Objective convention everywhere: ``(1/N) Σ_i L(f(x_i), y_i) + β · penalty``.
 
 from .arrangements import gate_masks, sample_gates, unique_gates
 from .certificates import Certificate, duality_gap
-from .estimators import ConvexMLPClassifier, ConvexMLPRegressor, NuclearNormClassifier, NuclearNormRegressor
+from .estimators import (
+    ConvexAttentionClassifier,
+    ConvexAttentionRegressor,
+    ConvexFNOClassifier,
+    ConvexFNORegressor,
+    ConvexMixerClassifier,
+    ConvexMixerRegressor,
+    ConvexMLPClassifier,
+    ConvexMLPRegressor,
+    NuclearNormClassifier,
+    NuclearNormRegressor,
+)
 from .losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss, get_loss
 from .operators import DenseOperator, GatedMLPOperator, LinearOperator, ReLUMLPOperator
 from .penalties import BlockNuclearNorm, ConeGroupL2, GroupL2, L1Norm, NuclearNorm, Penalty, get_penalty
@@ -16,10 +27,16 @@ from .solvers import FISTA, SolveResult, beta_max, solve_path
 __all__ = [
     "BlockNuclearNorm",
     "Certificate",
-    "ConeGroupL2",
     "CompositeProblem",
+    "ConeGroupL2",
+    "ConvexAttentionClassifier",
+    "ConvexAttentionRegressor",
+    "ConvexFNOClassifier",
+    "ConvexFNORegressor",
     "ConvexMLPClassifier",
     "ConvexMLPRegressor",
+    "ConvexMixerClassifier",
+    "ConvexMixerRegressor",
     "CrossEntropyLoss",
     "DenseOperator",
     "FISTA",

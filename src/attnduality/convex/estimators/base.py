@@ -60,6 +60,15 @@ class ConvexEstimator(BaseEstimator):
         a = np.require(a, requirements=["C", "W"])  # torch cannot wrap read-only (e.g. memory-mapped) arrays
         return torch.as_tensor(a, dtype=self._torch_dtype, device=torch.device(self.device))
 
+    # --- input validation hooks (heads on 3-D token inputs override both) ------------------------------
+    def _validate_fit_data(self, X: Any, y: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+        """Validate and convert the training data; sets ``n_features_in_``. ``kwargs`` go to ``validate_data``."""
+        return validate_data(self, X, y, dtype=np.float64, **kwargs)
+
+    def _validate_predict_X(self, X: Any) -> np.ndarray:  # noqa: N802, N803
+        """Validate and convert inputs at prediction time against what ``fit`` saw."""
+        return validate_data(self, X, reset=False, dtype=np.float64)
+
     def _features(self, x: np.ndarray) -> torch.Tensor:
         xt = self._tensor(x)
         if self.fit_intercept:
@@ -102,7 +111,7 @@ class ConvexEstimator(BaseEstimator):
 
     def _decision(self, x: Any) -> torch.Tensor:
         check_is_fitted(self, "coef_")
-        x = validate_data(self, x, reset=False, dtype=np.float64)
+        x = self._validate_predict_X(x)
         return self._raw_predict(self._features(x))
 
     def __sklearn_tags__(self):  # noqa: ANN204
@@ -119,7 +128,7 @@ class RegressorTask(RegressorMixin):
         self._check_params()
         if self.loss != "squared":
             raise ValueError(f"{type(self).__name__} supports loss='squared' only, got {self.loss!r}")
-        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)  # noqa: N806
+        X, y = self._validate_fit_data(X, y, multi_output=True, y_numeric=True)  # noqa: N806
         self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)
         self._fit_targets(X, SquaredLoss(self._tensor(y2)), y2.shape[1])
@@ -143,7 +152,7 @@ class ClassifierTask(ClassifierMixin):
         self._check_params()
         if self.loss not in ("cross_entropy", "logistic", "squared"):
             raise ValueError(f"loss must be 'cross_entropy', 'logistic' or 'squared', got {self.loss!r}")
-        X, y = validate_data(self, X, y, dtype=np.float64)  # noqa: N806
+        X, y = self._validate_fit_data(X, y)  # noqa: N806
         check_classification_targets(y)
         if type_of_target(y) not in ("binary", "multiclass"):
             raise ValueError(f"{type(self).__name__} needs binary or multiclass targets, got {type_of_target(y)}")
