@@ -1,0 +1,32 @@
+"""Interpretation tools for fitted convex heads (Sahiner et al. 2022, §3 and §6 of the digest).
+
+:mod:`attnduality.interpret.attention` reads the lifted solution ``Z`` of a convex self-attention head: block norms
+against the Gram matrices (Corollary 3.2), the singular spectrum (the nuclear norm's low rank; Theorem 3.1), and the
+token-pair masks of the gated heads (the "clusters tokens by latent similarity" claim; Theorem 3.3), with figures.
+"""
+
+from .attention import (
+    MaskClustering,
+    block_norms,
+    effective_rank,
+    mask_clustering_score,
+    mean_gram,
+    plot_block_norms_vs_gram,
+    plot_spectrum,
+    plot_token_masks,
+    singular_values,
+    token_masks,
+)
+
+__all__ = [
+    "MaskClustering",
+    "block_norms",
+    "effective_rank",
+    "mask_clustering_score",
+    "mean_gram",
+    "plot_block_norms_vs_gram",
+    "plot_spectrum",
+    "plot_token_masks",
+    "singular_values",
+    "token_masks",
+]
