@@ -39,8 +39,9 @@ class CompositeProblem:
         return float(self.loss.value(self.operator.forward(z)) + self.beta * self.penalty.value(z))
 
     def lipschitz(self) -> float:
-        """An estimate of the Lipschitz constant of ``∇(f∘A)``: ``L_f · ‖A‖²``."""
-        return self.loss.lipschitz() * self.operator.norm_sq()
+        """An estimate of the Lipschitz constant of ``∇(f∘A)``: ``L_f · ‖A‖²`` (10 power iterations: it only seeds
+        the step size, which backtracking corrects)."""
+        return self.loss.lipschitz() * self.operator.norm_sq(n_iter=10)
 
     def certificate(self, z: torch.Tensor, u: torch.Tensor | None = None) -> Certificate:
         """The duality-gap certificate at ``Z`` (``u = A(Z)`` may be passed to save a forward)."""
