@@ -22,7 +22,7 @@ from .operators import DenseOperator, GatedMLPOperator, LinearOperator, ReLUMLPO
 from .penalties import BlockNuclearNorm, ConeGroupL2, GroupL2, L1Norm, NuclearNorm, Penalty, get_penalty
 from .problem import CompositeProblem
 from .recovery import gated_mlp_to_module, regularized_objective, relu_mlp_to_module
-from .solvers import FISTA, SolveResult, beta_max, solve_path
+from .solvers import FISTA, FactoredSolver, SolveResult, beta_max, solve_path
 
 __all__ = [
     "BlockNuclearNorm",
@@ -40,6 +40,7 @@ __all__ = [
     "CrossEntropyLoss",
     "DenseOperator",
     "FISTA",
+    "FactoredSolver",
     "GatedMLPOperator",
     "GroupL2",
     "L1Norm",
