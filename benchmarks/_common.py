@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnduality.convex.arrangements import gate_masks
+from attnduality.convex.arrangements import gate_masks, unique_gates
 from attnduality.convex.losses import SquaredLoss
 from attnduality.convex.operators import GatedMLPOperator
 from attnduality.convex.penalties import BlockNuclearNorm
@@ -173,11 +173,7 @@ def gaussian_gates(d: int, n_gates: int, seed: int) -> np.ndarray:
 def distinct_gates(x: np.ndarray, gates: np.ndarray) -> np.ndarray:
     """The gates whose masks on ``x`` are distinct and not all-zero (first occurrence kept). Duplicate masks do not
     change the optimal value, so every solver gets this same set."""
-    masks = x @ gates >= 0
-    _, idx = np.unique(masks, axis=1, return_index=True)
-    idx = np.sort(idx)
-    idx = idx[masks[:, idx].any(axis=0)]
-    return gates[:, idx]
+    return unique_gates(torch.as_tensor(x), torch.as_tensor(gates)).numpy()
 
 
 @dataclass

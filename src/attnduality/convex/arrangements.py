@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["sample_gates", "gate_masks", "unique_gates"]
@@ -25,15 +26,8 @@ def unique_gates(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
 
     Identical masks give identical blocks of the convex program, and an all-zero mask a block that never acts.
     """
-    masks = gate_masks(x, gates).bool()
-    keep: list[int] = []
-    seen: set[bytes] = set()
-    for j in range(masks.shape[1]):
-        col = masks[:, j]
-        if not bool(col.any()):
-            continue
-        key = col.cpu().numpy().tobytes()
-        if key not in seen:
-            seen.add(key)
-            keep.append(j)
-    return gates[:, keep]
+    masks = gate_masks(x, gates).bool().cpu().numpy()
+    _, first = np.unique(masks, axis=1, return_index=True)
+    keep = np.sort(first)
+    keep = keep[masks[:, keep].any(axis=0)]
+    return gates[:, torch.as_tensor(keep, device=gates.device)]
