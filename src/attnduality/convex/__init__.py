@@ -16,9 +16,21 @@ from .estimators import (
     ConvexMLPRegressor,
     NuclearNormClassifier,
     NuclearNormRegressor,
+    TokenLassoClassifier,
+    TokenLassoRegressor,
+    TokenPath,
 )
 from .losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss, get_loss
-from .operators import DenseOperator, GatedMLPOperator, LinearOperator, ReLUMLPOperator
+from .operators import (
+    DenseOperator,
+    GatedMLPOperator,
+    GatedTokenOperator,
+    LinearOperator,
+    ReLUMLPOperator,
+    RowStochasticCone,
+    SequenceOperator,
+    TokenOperator,
+)
 from .penalties import BlockNuclearNorm, ConeGroupL2, GroupL2, L1Norm, NuclearNorm, Penalty, get_penalty
 from .problem import CompositeProblem
 from .recovery import gated_mlp_to_module, regularized_objective, relu_mlp_to_module
@@ -65,4 +77,11 @@ __all__ = [
     "sample_gates",
     "solve_path",
     "unique_gates",
+    "GatedTokenOperator",
+    "RowStochasticCone",
+    "SequenceOperator",
+    "TokenLassoClassifier",
+    "TokenLassoRegressor",
+    "TokenOperator",
+    "TokenPath",
 ]

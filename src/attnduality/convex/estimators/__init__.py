@@ -11,6 +11,7 @@ from .heads import (
 )
 from .linear import NuclearNormClassifier, NuclearNormRegressor
 from .mlp import ConvexMLPClassifier, ConvexMLPRegressor
+from .token_lasso import TokenLassoClassifier, TokenLassoRegressor, TokenPath
 
 __all__ = [
     "ClassifierTask",
@@ -26,4 +27,7 @@ __all__ = [
     "NuclearNormClassifier",
     "NuclearNormRegressor",
     "RegressorTask",
+    "TokenLassoClassifier",
+    "TokenLassoRegressor",
+    "TokenPath",
 ]

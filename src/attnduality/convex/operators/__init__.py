@@ -4,5 +4,15 @@ from .base import LinearOperator
 from .linear import DenseOperator
 from .mlp import GatedMLPOperator
 from .relu import ReLUMLPOperator
+from .token import GatedTokenOperator, RowStochasticCone, SequenceOperator, TokenOperator
 
-__all__ = ["LinearOperator", "DenseOperator", "GatedMLPOperator", "ReLUMLPOperator"]
+__all__ = [
+    "LinearOperator",
+    "DenseOperator",
+    "GatedMLPOperator",
+    "ReLUMLPOperator",
+    "GatedTokenOperator",
+    "RowStochasticCone",
+    "SequenceOperator",
+    "TokenOperator",
+]
