@@ -32,7 +32,8 @@ from attnduality.convex import (
     SquaredLoss,
     regularized_objective,
 )
-from attnduality.nn.attention_heads import GatedAttentionHead, GatedFNOHead, LinearMixerHead
+from attnduality.convex.recovery_attention import cone_shift, cone_split, relu_attention_from_gated
+from attnduality.nn.attention_heads import GatedAttentionHead, GatedFNOHead, LinearMixerHead, ReLUAttentionHead
 
 N, S = 20, 4
 TOL = 1e-8
@@ -243,8 +244,7 @@ def test_bad_data_raises(cls, make, match):
 
 
 BAD_PARAMS = [
-    ("relu", dict(kind="relu"), "kind='relu' .* is not implemented yet; use kind='gated_relu'"),
-    ("kind", dict(kind="tanh"), re.escape("kind must be one of ('linear', 'gated_relu'), got 'tanh'")),
+    ("kind", dict(kind="tanh"), r"kind must be one of \('linear', 'gated_relu'(, 'relu')?\), got 'tanh'"),
     ("beta-negative", dict(beta=-1.0), re.escape("beta must be a finite number > 0, got -1.0")),
     ("beta-zero", dict(beta=0.0), "beta must be > 0"),
     ("n-gates", dict(n_gates=0), "n_gates must be an integer >= 1, got 0"),
@@ -257,6 +257,12 @@ BAD_PARAMS = [
 def test_bad_parameters_raise(cls, params, match):
     with pytest.raises(ValueError, match=match):
         cls(**FAST).set_params(**params).fit(X2, _targets(cls))
+
+
+@pytest.mark.parametrize("cls", [c for c in ESTIMATORS if "Attention" not in c.__name__])
+def test_relu_is_attention_only(cls):
+    with pytest.raises(ValueError, match="kind='relu' is not available for the .*; use kind='gated_relu'"):
+        cls(**FAST).set_params(kind="relu").fit(X2, _targets(cls))
 
 
 @pytest.mark.parametrize(
@@ -355,3 +361,78 @@ def test_not_fitted_and_clone(cls):
     assert twin.get_params()["kind"] == "linear" and cls(**twin.get_params()).get_params() == twin.get_params()
     fitted = twin.fit(X2, _targets(cls))
     assert not hasattr(clone(fitted), "coef_")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ReLU self-attention (Thm 3.3) through the gated program and a cone decomposition
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls,y", [(ConvexAttentionClassifier, Y_CLF3), (ConvexAttentionRegressor, Y_REG)])
+def test_relu_attention_reproduces_gated_on_training_tokens(cls, y):
+    x = _data(3, seed=5)
+    kw = dict(FAST, scale=0.7)
+    gated = cls(kind="gated_relu", **kw).fit(x, y)
+    relu = cls(kind="relu", **kw).fit(x, y)
+    # same certified gated program
+    assert relu.status_ == "converged" and relu.certificate_.rel_gap <= TOL
+    np.testing.assert_allclose(relu.coef_, gated.coef_, rtol=0, atol=1e-12)
+    assert relu.objective_ == pytest.approx(gated.objective_, rel=1e-12)
+    # a true ReLU head (no gates): scores are relu(scale · X W1 Xᵀ)
+    twin = relu.to_module()
+    assert isinstance(twin, ReLUAttentionHead) and not hasattr(twin, "gates")
+    xt = torch.as_tensor(x)
+    raw = 0.7 * torch.einsum("nta,hak,nuk->nhtu", xt, twin.w1.detach(), xt)
+    torch.testing.assert_close(twin.scores(xt).detach(), torch.relu(raw), rtol=0, atol=0)
+    # equal outputs on the training tokens, and the predictions use the ReLU head
+    twin_out = twin(xt).detach().numpy()
+    gated_out = gated.to_module()(xt).detach().numpy()
+    np.testing.assert_allclose(twin_out, gated_out, rtol=0, atol=1e-9 * max(1.0, np.abs(gated_out).max()))
+    decide = relu.decision_function if cls is ConvexAttentionClassifier else relu.predict
+    fresh = _data(3, seed=99)
+    np.testing.assert_allclose(decide(fresh), twin(torch.as_tensor(fresh)).detach().numpy(), rtol=0, atol=1e-12)
+    # off the training set the ReLU head computes its own masks: a different model from the gated one
+    gated_decide = gated.decision_function if cls is ConvexAttentionClassifier else gated.predict
+    assert np.abs(decide(fresh) - gated_decide(fresh)).max() > 1e-6
+    # the ReLU head's objective: reported exactly, an upper bound on the gated optimum, balanced heads
+    if cls is ConvexAttentionClassifier:
+        loss = CrossEntropyLoss(torch.as_tensor(np.searchsorted(relu.classes_, y)))
+    else:
+        loss = SquaredLoss(torch.as_tensor(y))
+    with torch.no_grad():
+        obj = float(regularized_objective(twin, loss, xt, FAST["beta"]))
+    assert obj == pytest.approx(relu.relu_objective_, rel=1e-10)
+    assert relu.relu_objective_ >= relu.objective_ * (1 - 1e-12)
+    n1 = torch.linalg.vector_norm(twin.w1.detach().flatten(1), dim=1)
+    n2 = torch.linalg.vector_norm(twin.w2.detach().flatten(1), dim=1)
+    torch.testing.assert_close(n1, n2, rtol=1e-10, atol=1e-14)
+
+
+def test_cone_split_puts_both_parts_in_the_gate_cone():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(15, 4, 3, generator=gen, dtype=torch.float64)
+    gate = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    w1 = torch.randn(4, 3, 3, generator=gen, dtype=torch.float64)
+    b = cone_split(w1, gate, x)
+    sign = torch.where(torch.einsum("nta,ab,nub->ntu", x, gate, x) >= 0, 1.0, -1.0).to(x.dtype)
+    for part in (b, w1 + b):
+        slack = sign[:, None] * torch.einsum("nta,hab,nub->nhtu", x, part, x)
+        assert float(slack.min()) >= -1e-9 * float(slack.abs().max())
+    # a head already in the cone needs no split
+    assert float(cone_split(gate[None] * 2.0, gate, x).abs().max()) == 0.0
+    # minimum norm: no shorter multiple of B is feasible (some constraint is active), and B beats the gate shift
+    for i in range(w1.shape[0]):
+        slack = sign * torch.einsum("nta,ab,nub->ntu", x, 0.99 * b[i], x)
+        need = (-(sign * torch.einsum("nta,ab,nub->ntu", x, w1[i], x))).clamp_min(0)
+        assert bool((slack < need - 1e-12).any())
+    tau = cone_shift(w1, gate, x)
+    assert bool((torch.linalg.vector_norm(b.flatten(1), dim=1) <= tau * torch.linalg.norm(gate) * (1 + 1e-9)).all())
+
+
+def test_relu_attention_from_gated_validates_shapes():
+    z = torch.zeros(2, 4, 6, dtype=torch.float64)
+    gates = torch.zeros(2, 2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"z must be \(m, d², d·c\) with m = 3"):
+        relu_attention_from_gated(z, torch.zeros(3, 2, 2, dtype=torch.float64), torch.zeros(5, 3, 2))
+    with pytest.raises(ValueError, match=r"x must be \(N, s, d\) with d = 2"):
+        relu_attention_from_gated(z, gates, torch.zeros(5, 3, 4))
+    empty = relu_attention_from_gated(z, gates, torch.zeros(5, 3, 2, dtype=torch.float64))
+    assert empty.n_heads == 0

@@ -27,6 +27,7 @@ from ..nn.attention_heads import (
     LinearAttentionHead,
     LinearFNOHead,
     LinearMixerHead,
+    ReLUAttentionHead,
 )
 
 __all__ = [
@@ -35,6 +36,9 @@ __all__ = [
     "attention_heads_from_z",
     "linear_attention_to_module",
     "gated_attention_to_module",
+    "cone_shift",
+    "cone_split",
+    "relu_attention_from_gated",
     "mixer_weights_to_z",
     "mixer_heads_from_z",
     "linear_mixer_to_module",
@@ -116,6 +120,138 @@ def gated_attention_to_module(
         raise ValueError(f"z must be (m, d², d·c) with m = {m}, got {tuple(z.shape)}")
     w1, w2 = _stack_padded([attention_heads_from_z(z[j], d, tol) for j in range(m)], (m,))
     return GatedAttentionHead(gates.to(z.dtype), w1, w2, scale=scale)
+
+
+_CONE_CHUNK = 1 << 22  # score entries per chunk in the cone shift
+
+
+def cone_shift(w1: torch.Tensor, gate: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The smallest ``τ_h ≥ 0`` with ``W1_h + τ_h U`` in the cone ``K_U`` of ``U`` on ``x`` (one per head).
+
+    ``K_U = {W : (2M − 1) ⊙ (X_i W X_iᵀ) ≥ 0 ∀i}`` with ``M = 1{X_i U X_iᵀ ≥ 0}``: the weights whose ReLU scores have
+    the gate's sign pattern on every training token pair (Sahiner et al. Thm 3.3's ``K_j u ≥ 0``). ``U`` lies in
+    ``K_U``; with ``a = (2M − 1)(x_tᵀ W1 x_t')`` and ``b = |x_tᵀ U x_t'|`` the shift is ``max(0, max −a/b)``.
+    ``w1`` is (h, d, d), ``gate`` (d, d), ``x`` (N, s, d); raises ``ValueError`` when a pair with ``b = 0`` has
+    ``a < 0`` (the gate lies on that pair's boundary and no shift works).
+    """
+    h = w1.shape[0]
+    tau = torch.zeros(h, dtype=w1.dtype, device=w1.device)
+    if h == 0 or x.shape[0] == 0:
+        return tau
+    per = max(1, h * x.shape[1] ** 2)
+    step = max(1, _CONE_CHUNK // per)
+    for lo in range(0, x.shape[0], step):
+        xc = x[lo : lo + step]
+        g = torch.einsum("nta,ab,nub->ntu", xc, gate, xc)  # gate scores
+        sign = torch.where(g >= 0, 1.0, -1.0).to(w1.dtype)
+        a = sign.unsqueeze(1) * torch.einsum("nta,hab,nub->nhtu", xc, w1, xc)  # (n, h, s, s)
+        b = g.abs().unsqueeze(1).expand_as(a)
+        bad = a < 0
+        scale = float(a.abs().max()) if a.numel() else 0.0
+        stuck = bad & (b <= 1e-12 * max(scale, 1e-300)) & (a < -1e-12 * max(scale, 1e-300))
+        if bool(stuck.any()):
+            raise ValueError(
+                "cone decomposition impossible: a gate's score is 0 on a training token pair where the head's score "
+                "has the opposite sign (the gate lies on the boundary of its cone)"
+            )
+        ratio = torch.where(bad & (b > 0), -a / b.clamp_min(1e-300), torch.zeros_like(a))
+        tau = torch.maximum(tau, ratio.amax(dim=(0, 2, 3)))
+    return tau
+
+
+def _balance(w1: torch.Tensor, w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescale each head ``(α W1, W2/α)`` so that ``½(‖W1‖² + ‖W2‖²) = ‖W1‖‖W2‖`` (ReLU is positively homogeneous)."""
+    n1 = torch.linalg.vector_norm(w1.flatten(1), dim=1)
+    n2 = torch.linalg.vector_norm(w2.flatten(1), dim=1)
+    alpha = torch.where((n1 > 0) & (n2 > 0), torch.sqrt(n2 / n1.clamp_min(1e-300)), torch.ones_like(n1))
+    return w1 * alpha[:, None, None], w2 / alpha[:, None, None]
+
+
+def _pair_rows(gate: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``σ_{tt'} vec(x_t x_t'ᵀ)`` (N·s², d²) of the cone ``K_U`` (σ = the gate's sign) and the gate scores."""
+    g = torch.einsum("nta,ab,nub->ntu", x, gate, x)
+    sign = torch.where(g >= 0, 1.0, -1.0).to(x.dtype)
+    rows = sign[..., None, None] * torch.einsum("nta,nub->ntuab", x, x)
+    d = x.shape[2]
+    return rows.reshape(-1, d * d), g.reshape(-1)
+
+
+def cone_split(w1: torch.Tensor, gate: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """For every head, the minimum-norm ``B_h`` with ``B_h`` and ``W1_h + B_h`` in the cone ``K_U`` of ``U`` on ``x``.
+
+    Then ``M ⊙ (X W1 Xᵀ) = relu(X (W1 + B) Xᵀ) − relu(X B Xᵀ)`` on the training tokens. ``B`` solves the
+    least-distance program ``min ‖b‖ s.t. S b ≥ r`` with ``S`` = :func:`_pair_rows` and ``r = max(0, −S vec W1)``,
+    by Lawson & Hanson's reduction to one non-negative least-squares problem (SciPy). Falls back to
+    ``B = τ U`` (:func:`cone_shift`) if the NNLS solve fails. ``w1`` (h, d, d), ``gate`` (d, d), ``x`` (N, s, d).
+    """
+    import numpy as np
+    from scipy.optimize import nnls
+
+    h, d = w1.shape[0], w1.shape[1]
+    out = torch.zeros_like(w1)
+    if h == 0 or x.shape[0] == 0:
+        return out
+    rows, _ = _pair_rows(gate.to(x.dtype), x)
+    keep = rows.abs().amax(dim=1) > 0  # pairs with a zero token constrain nothing
+    s_np = rows[keep].cpu().double().numpy()  # (m, d²); vec is row-major over (a, b) of x_t x_t'ᵀ
+    tau = None
+    for i in range(h):
+        w = w1[i].cpu().double().numpy().reshape(-1)
+        r = np.maximum(0.0, -(s_np @ w))
+        if not (r > 0).any():
+            continue
+        e = np.vstack([s_np.T, r[None, :]])  # (d² + 1, m)
+        f = np.zeros(d * d + 1)
+        f[-1] = 1.0
+        try:
+            u, _ = nnls(e, f, maxiter=50 * e.shape[1])
+            res = e @ u - f
+            ok = res[-1] < -1e-12
+        except RuntimeError:
+            ok = False
+        if ok:
+            b = -res[:-1] / res[-1]
+            out[i] = torch.as_tensor(b.reshape(d, d), dtype=w1.dtype, device=w1.device)
+        else:
+            tau = cone_shift(w1, gate, x) if tau is None else tau
+            out[i] = tau[i] * gate.to(w1.dtype)
+    return out
+
+
+def relu_attention_from_gated(
+    z: torch.Tensor, gates: torch.Tensor, x: torch.Tensor, scale: float = 1.0, tol: float | None = None
+) -> ReLUAttentionHead:
+    """A ReLU attention head that reproduces a gated solution ``z`` (m, d², d·c) exactly on the training tokens ``x``.
+
+    Cone decomposition (Mishkin et al. 2022, applied to Sahiner et al. Thm 3.3): every gated head ``(W1, W2)`` of
+    gate ``U_j`` computes ``M_j ⊙ (X W1 Xᵀ)``; with ``B`` = :func:`cone_split` both ``A = W1 + B`` and ``B`` lie in
+    the cone of ``U_j``, where ``M_j ⊙ (X W Xᵀ) = relu(X W Xᵀ)``, so ``M_j ⊙ (X W1 Xᵀ) = relu(X A Xᵀ) −
+    relu(X B Xᵀ)``: the gated head becomes the ReLU heads ``(A, W2)`` and ``(B, −W2)`` (the second dropped when
+    ``B = 0``), balanced so that ``½(‖W1‖² + ‖W2‖²) = ‖W1‖‖W2‖``. On ``x`` the outputs equal the gated model's; the
+    weight decay is at least ``Σ_j ‖Z_j‖_*`` (equal when no head needs a split), so the ReLU head's regularised
+    objective is an upper bound on the ReLU optimum over these patterns. Off the training set the two models differ
+    (the ReLU head computes its own masks).
+    """
+    m, d = gates.shape[0], gates.shape[1]
+    if z.ndim != 3 or z.shape[0] != m:
+        raise ValueError(f"z must be (m, d², d·c) with m = {m}, got {tuple(z.shape)}")
+    if x.ndim != 3 or x.shape[2] != d:
+        raise ValueError(f"x must be (N, s, d) with d = {d}, got {tuple(x.shape)}")
+    c = z.shape[2] // d
+    gates = gates.to(z.dtype)
+    w1s, w2s = [], []
+    for j in range(m):
+        w1, w2 = attention_heads_from_z(z[j], d, tol)
+        if w1.shape[0] == 0:
+            continue
+        b = cone_split(w1, gates[j], x.to(z.dtype))
+        split = torch.linalg.vector_norm(b.flatten(1), dim=1) > 0
+        w1s += [w1 + b, b[split]]
+        w2s += [w2, -w2[split]]
+    if not w1s:
+        return ReLUAttentionHead(z.new_zeros(0, d, d), z.new_zeros(0, d, c), scale=scale)
+    w1, w2 = _balance(torch.cat(w1s), torch.cat(w2s))
+    return ReLUAttentionHead(w1, w2, scale=scale)
 
 
 # ---------------------------------------------------------------------------------------------------------------

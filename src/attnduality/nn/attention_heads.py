@@ -22,6 +22,7 @@ from torch import nn
 __all__ = [
     "LinearAttentionHead",
     "GatedAttentionHead",
+    "ReLUAttentionHead",
     "LinearMixerHead",
     "GatedMixerHead",
     "LinearFNOHead",
@@ -106,6 +107,38 @@ class GatedAttentionHead(_WeightDecay):
     def n_heads(self) -> int:
         """Heads per gate."""
         return int(self.w1.shape[1])
+
+
+class ReLUAttentionHead(_WeightDecay):
+    """``f(X) = mean_t Σ_h relu(scale · X W1_h Xᵀ) X W2_h``, ``w1`` (h, d, d), ``w2`` (h, d, c) (eq. (11), σ = ReLU).
+
+    The ReLU self-attention head of Sahiner et al. eq. (11)–(12); no gates: the masks are the signs of the scores
+    themselves. :func:`~attnduality.convex.recovery_attention.relu_attention_from_gated` builds one from a gated
+    convex solution by a cone decomposition.
+    """
+
+    def __init__(self, w1: torch.Tensor, w2: torch.Tensor, scale: float = 1.0) -> None:
+        super().__init__()
+        if w1.ndim != 3 or w2.ndim != 3 or w1.shape[0] != w2.shape[0] or w1.shape[1:] != (w2.shape[1],) * 2:
+            raise ValueError(f"expected w1 (h, d, d) and w2 (h, d, c), got {tuple(w1.shape)} and {tuple(w2.shape)}")
+        self.scale = float(scale)
+        self.w1 = nn.Parameter(w1.clone())
+        self.w2 = nn.Parameter(w2.clone())
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention matrices ``relu(scale · X W1_h Xᵀ)`` (N, h, s, s)."""
+        return torch.relu(self.scale * torch.einsum("nta,hak,nuk->nhtu", x, self.w1, x))
+
+    def token_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-token outputs ``Σ_h relu(scale · X W1_h Xᵀ) X W2_h`` (N, s, c)."""
+        return torch.einsum("nhtu,nul,hlb->ntb", self.scores(x), x, self.w2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.token_forward(x).mean(dim=1)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.w1.shape[0])
 
 
 class LinearMixerHead(_WeightDecay):

@@ -13,7 +13,13 @@ with the operator ``A`` of :mod:`attnduality.convex.operators.attention` / ``.mi
 * ``kind="gated_relu"``: the gated-ReLU head with fixed random gates (the gated analogue of Thm 3.3, 4.2, 4.5/4.8);
   ``R = Σ_j ‖Z_j‖_*`` over gates (and groups), :class:`~attnduality.convex.penalties.BlockNuclearNorm`.
 
-The cone-constrained ReLU heads (``kind="relu"``) are not implemented yet.
+* ``kind="relu"`` (self-attention only): ReLU attention (Thm 3.3) through the gated program and a cone
+  decomposition (Mishkin et al. 2022): the gated program is solved and certified as above, then every gated head is
+  split into ReLU heads that reproduce the gated outputs exactly on the training tokens
+  (:func:`~attnduality.convex.recovery_attention.relu_attention_from_gated`). ``objective_``/``certificate_`` are
+  the gated program's; ``relu_objective_`` is the ReLU head's regularised objective (an upper bound on the ReLU
+  optimum over these patterns, ``≥ objective_``); ``predict`` and :meth:`to_module` use the ReLU head. The exact
+  cone-constrained nuclear norm of Thm 3.3 is NP-hard to evaluate and is not solved directly.
 
 Gates are i.i.d. standard Gaussian, drawn by the operator modules' samplers from ``random_state`` in float64 and then
 cast (so float32 and float64 fits share them); gates whose 0/1 masks on the training set are all zero or repeat an
@@ -43,6 +49,8 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
+from ...nn.attention_heads import ReLUAttentionHead
+from ..losses import Loss
 from ..operators import LinearOperator
 from ..operators.attention import (
     GatedAttentionOperator,
@@ -53,6 +61,7 @@ from ..operators.attention import (
 from ..operators.fno import FNOOperator, GatedFNOOperator, fno_masks, sample_fno_gates
 from ..operators.mixer import GatedMixerOperator, LinearMixerOperator, mixer_masks, sample_mixer_gates
 from ..penalties import BlockNuclearNorm, NuclearNorm, Penalty
+from ..recovery import regularized_objective
 from ..recovery_attention import (
     gated_attention_to_module,
     gated_fno_to_module,
@@ -60,6 +69,7 @@ from ..recovery_attention import (
     linear_attention_to_module,
     linear_fno_to_module,
     linear_mixer_to_module,
+    relu_attention_from_gated,
 )
 from .base import ClassifierTask, ConvexEstimator, RegressorTask
 
@@ -84,18 +94,19 @@ class _TokenHead(ConvexEstimator):
     """
 
     _head_name = "head"
+    _kinds: tuple[str, ...] = _KINDS
     _gate_axis = 0  # the axis of the gate tensor that indexes gates
 
     # --- parameters -------------------------------------------------------------------------------------
     def _check_params(self) -> None:
         super()._check_params()
-        if self.kind == "relu":
+        if self.kind == "relu" and "relu" not in self._kinds:
             raise ValueError(
-                f"kind='relu' (the cone-constrained ReLU {self._head_name}) is not implemented yet; use "
-                "kind='gated_relu' (ReLU masks from fixed random gates, no cone constraints) or kind='linear'"
+                f"kind='relu' is not available for the {self._head_name} (the paper convexifies its ReLU form only "
+                "through gated masks here); use kind='gated_relu' (ReLU masks from fixed random gates) or kind='linear'"
             )
-        if self.kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}, got {self.kind!r}")
+        if self.kind not in self._kinds:
+            raise ValueError(f"kind must be one of {self._kinds}, got {self.kind!r}")
 
     # --- input validation (3-D token arrays) ------------------------------------------------------------
     def _check_tokens(self, X: Any) -> np.ndarray:  # noqa: N803
@@ -248,6 +259,7 @@ class _AttentionHead(_TokenHead):
     (d, d), token-pair masks ``1{x_tᵀ U_j x_t' ≥ 0}``, ``Z`` (m, d², d·c), block nuclear norm)."""
 
     _head_name = "self-attention head, Sahiner et al. Thm 3.3"
+    _kinds = ("linear", "gated_relu", "relu")
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -282,7 +294,29 @@ class _AttentionHead(_TokenHead):
     def _n_outputs(self) -> int:
         return self.coef_.shape[-1] // self.n_features_in_
 
+    def _fit_targets(self, x: np.ndarray, loss: Loss, n_outputs: int) -> None:
+        super()._fit_targets(x, loss, n_outputs)
+        if self.kind != "relu":
+            return
+        xt = self._features(x)
+        twin = relu_attention_from_gated(self._tensor(self.coef_), self._tensor(self.gates_), xt, scale=self.scale_)
+        self.relu_w1_ = twin.w1.detach().cpu().numpy()
+        self.relu_w2_ = twin.w2.detach().cpu().numpy()
+        with torch.no_grad():
+            self.relu_objective_ = float(regularized_objective(twin, loss, xt, float(self.beta)))
+
+    def _relu_head(self) -> ReLUAttentionHead:
+        return ReLUAttentionHead(torch.as_tensor(self.relu_w1_), torch.as_tensor(self.relu_w2_), scale=self.scale_)
+
+    def _raw_predict(self, xt: torch.Tensor) -> torch.Tensor:
+        if self.kind != "relu":
+            return super()._raw_predict(xt)
+        with torch.no_grad():
+            return self._relu_head().to(dtype=xt.dtype, device=xt.device)(xt)
+
     def _recover(self, z: torch.Tensor, gates: torch.Tensor | None) -> torch.nn.Module:
+        if self.kind == "relu":
+            return self._relu_head()
         if gates is None:
             return linear_attention_to_module(z, scale=self.scale_)
         return gated_attention_to_module(z, gates, scale=self.scale_)
@@ -292,12 +326,13 @@ _ATTENTION_DOC = """
 
     Parameters
     ----------
-    kind : {"gated_relu", "linear"}, default="gated_relu"
+    kind : {"gated_relu", "linear", "relu"}, default="gated_relu"
         ``"linear"``: ``min_Z (1/N) Σ_i L(mean_t X_i Σ_{k,l} G_i[k,l] Z^{(k,l)}, y_i) + β‖Z‖_*`` with
         ``G_i = scale · X_iᵀX_i`` and ``Z`` (d², d·c) (Thm 3.1). ``"gated_relu"``: one block ``Z_j`` per gate
         ``U_j`` (d, d) with token-pair masks ``M_j[t, t'] = 1{x_tᵀ U_j x_t' ≥ 0}`` replacing ``G_i`` by the local
-        Grams ``Σ_t' M_j[t, t'] X[t', k] X[t', l]``, penalty ``β Σ_j ‖Z_j‖_*``. ``"relu"`` (cone-constrained)
-        is not implemented yet and raises ``ValueError``.
+        Grams ``Σ_t' M_j[t, t'] X[t', k] X[t', l]``, penalty ``β Σ_j ‖Z_j‖_*``. ``"relu"``: ReLU attention
+        (Thm 3.3) by a cone decomposition of the certified gated solution; fitted ``relu_w1_`` (h, d, d),
+        ``relu_w2_`` (h, d, c) and ``relu_objective_``; ``predict`` and ``to_module`` use the ReLU head.
     scale : float, default=1.0
         Multiplies the attention scores, ``scale · X W1 Xᵀ`` (e.g. ``1/s`` or the paper's ``1/√d``); it is passed
         to the operator and to the twin. Nothing else rescales the data; ``scale = a`` is equivalent to β → β/a.
