@@ -96,7 +96,13 @@ class TokenPath:
 
 
 def _ndim(x: Any) -> int:
-    return int(x.ndim) if hasattr(x, "ndim") else int(np.ndim(x))
+    """The number of dimensions of an array-like; 2 when it cannot be read as an array (validation then explains)."""
+    if hasattr(x, "ndim"):
+        return int(x.ndim)
+    try:
+        return int(np.asarray(x).ndim)
+    except (TypeError, ValueError):
+        return 2
 
 
 def _is_int(v: Any, low: int) -> bool:
