@@ -133,11 +133,13 @@ class ConvexAttention(nn.Module):
     (positions past ``N`` act as padding); padded keys get weight 0 and rows are renormalised over the real keys, so
     the values at padded positions never reach real tokens, and right padding gives the same outputs as the unpadded
     shorter sequence. With ``causal=True`` the matrices are lower triangular (and still row-stochastic). A row whose
-    allowed keys carry no mass (possible only for ``"simplex"`` weights, or a fully padded row) outputs 0.
+    allowed keys carry no mass (possible only with ``"simplex"`` weights, which reach exact zeros) falls back to the
+    uniform row over its allowed keys, so every row stays on the simplex.
 
     Parameters: ``embed_dim`` D (divisible by ``num_heads``), ``num_heads``, ``max_len`` (required: the mixing
     matrices are ``max_len × max_len``), ``causal``, ``bias`` (of the projections), ``parametrization``
-    (``"softmax"`` or ``"simplex"``, see the module docstring), ``dropout`` on the mixing weights.
+    (``"softmax"`` or ``"simplex"``, see the module docstring), ``dropout`` on the mixing weights, ``device``,
+    ``dtype``. Bad input (shapes, dtypes, NaN/inf, N > max_len, an all-padding sequence) raises ``ValueError``.
     """
 
     def __init__(
@@ -150,56 +152,89 @@ class ConvexAttention(nn.Module):
         bias: bool = True,
         parametrization: str = "softmax",
         dropout: float = 0.0,
-        **kwargs: object,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        for name, val in (("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         if max_len is None:
             raise ValueError("ConvexAttention needs max_len: its mixing matrices are max_len × max_len")
-        if int(max_len) < 1:
-            raise ValueError(f"max_len must be >= 1, got {max_len!r}")
-        if int(num_heads) < 1 or int(embed_dim) < 1 or embed_dim % num_heads:
-            raise ValueError(f"embed_dim ({embed_dim}) must be a positive multiple of num_heads ({num_heads})")
-        if kwargs:
-            raise TypeError(f"ConvexAttention got unexpected keyword arguments {sorted(kwargs)}")
-        self.embed_dim, self.num_heads, self.max_len = int(embed_dim), int(num_heads), int(max_len)
-        self.head_dim = self.embed_dim // self.num_heads
+        if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
+            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.embed_dim, self.num_heads, self.max_len = embed_dim, num_heads, max_len
+        self.head_dim = embed_dim // num_heads
         self.causal = bool(causal)
-        allowed = None
-        if self.causal:
-            allowed = torch.ones(self.max_len, self.max_len, dtype=torch.bool).tril()
+        kw: dict[str, object] = {"device": device, "dtype": dtype}
+        allowed = torch.ones(max_len, max_len, dtype=torch.bool).tril() if self.causal else None
         # near-uniform rows (softmax of small Gaussian logits) so that heads start apart
-        init = torch.softmax(0.02 * torch.randn(self.num_heads, self.max_len, self.max_len), dim=-1)
-        self.mixing = _Simplex(init, parametrization, allowed)
-        self.v_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=bias)
-        self.out_proj = nn.Linear(self.embed_dim, self.embed_dim, bias=bias)
+        init = torch.softmax(0.02 * torch.randn(num_heads, max_len, max_len), dim=-1)
+        self.mixing = _Simplex(init, parametrization, allowed).to(**kw)
+        self.v_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **kw)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **kw)
         self.dropout = nn.Dropout(dropout)
+
+    def _check_input(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> None:
+        """``ValueError`` unless ``x`` is a finite floating (B, N, D) tensor with 1 ≤ N ≤ max_len and the mask a
+        (B, N) bool tensor leaving every sequence a non-padding token (the registry's input rules)."""
+        if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != self.embed_dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected x of shape (B, N, {self.embed_dim}), got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating tensor, got {x.dtype}")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"x must have B >= 1 and N >= 1, got shape {tuple(x.shape)}")
+        if x.shape[1] > self.max_len:
+            raise ValueError(f"sequence length {x.shape[1]} exceeds max_len={self.max_len}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or inf")
+        if key_padding_mask is not None:
+            if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+                raise ValueError("key_padding_mask must be a bool tensor (True = padding)")
+            if key_padding_mask.shape != x.shape[:2]:
+                raise ValueError(
+                    f"key_padding_mask must have shape (B, N) = {tuple(x.shape[:2])}, got "
+                    f"{tuple(key_padding_mask.shape)}"
+                )
+            if bool(key_padding_mask.all(dim=1).any()):
+                raise ValueError("key_padding_mask: every sequence needs at least one non-padding token")
 
     def mixing_weights(self, n: int | None = None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The mixing matrices used for length ``n``: (H, n, n), or (B, H, n, n) with a padding mask."""
         n = self.max_len if n is None else int(n)
         if n > self.max_len:
             raise ValueError(f"sequence length {n} exceeds max_len={self.max_len}")
-        allowed = None
-        if key_padding_mask is not None:
-            allowed = (~key_padding_mask.bool())[:, None, None, :]  # (B, 1, 1, n)
+        allowed = None if key_padding_mask is None else (~key_padding_mask)[:, None, None, :]  # (B, 1, 1, n)
         if self.mixing.parametrization == "softmax":
             logits = self.mixing.logits()[:, :n, :n]
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, -math.inf)
-            w = torch.softmax(logits, dim=-1)
-            return torch.nan_to_num(w, nan=0.0)  # rows with no allowed key
+            return torch.nan_to_num(torch.softmax(logits, dim=-1), nan=0.0)  # rows with no allowed key: 0
         w = self.mixing.weights()[:, :n, :n]
+        keep = torch.ones(n, n, dtype=torch.bool, device=w.device)
+        if self.causal:
+            keep = keep.tril()
         if allowed is not None:
+            keep = keep & allowed
             w = w * allowed
         s = w.sum(-1, keepdim=True)
-        return torch.where(s > 0, w / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(w))
+        uniform = keep.to(w.dtype) / keep.sum(-1, keepdim=True).clamp_min(1).to(w.dtype)
+        return torch.where(s > 0, w / torch.where(s > 0, s, torch.ones_like(s)), uniform)
+
+    def attention_matrix(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The row-stochastic (B, H, N, N) matrices applied to ``x`` (input-independent apart from the padding)."""
+        self._check_input(x, key_padding_mask)
+        w = self.mixing_weights(x.shape[1], key_padding_mask).to(x.dtype)
+        return w.expand(x.shape[0], *w.shape[-3:])
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.embed_dim:
-            raise ValueError(f"expected x of shape (B, N, {self.embed_dim}), got {tuple(x.shape)}")
+        self._check_input(x, key_padding_mask)
         b, n, _ = x.shape
-        if key_padding_mask is not None and tuple(key_padding_mask.shape) != (b, n):
-            raise ValueError(f"key_padding_mask must have shape {(b, n)}, got {tuple(key_padding_mask.shape)}")
         w = self.dropout(self.mixing_weights(n, key_padding_mask).to(x.dtype))
         v = self.v_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, Dh)
         out = (w @ v).transpose(1, 2).reshape(b, n, self.embed_dim)
