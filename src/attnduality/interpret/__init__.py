@@ -17,6 +17,7 @@ from .attention import (
     singular_values,
     token_masks,
 )
+from .tokens import TokenSparsity, plot_sparsity_vs_beta, sparsity_vs_beta, token_sparsity
 
 __all__ = [
     "MaskClustering",
@@ -29,4 +30,8 @@ __all__ = [
     "plot_token_masks",
     "singular_values",
     "token_masks",
+    "TokenSparsity",
+    "plot_sparsity_vs_beta",
+    "sparsity_vs_beta",
+    "token_sparsity",
 ]
