@@ -1,0 +1,248 @@
+"""A subspace (column-generation) solver for block-nuclear-norm heads too large for the exact prox.
+
+For ``min_Z f(A(Z)) + β Σ_j ‖Z_j‖_*`` with blocks ``Z_j`` (p, q) — at the paper's gated self-attention size
+(d = 100, c = 100) each block is 10⁴ × 10⁴ and FISTA's prox is a full SVD of each per step — this solver restricts every
+block to ``Z_j = Q_j B_jᵀ`` with an orthonormal left basis ``Q_j`` (p, k) and a free ``B_j`` (q, k). Since
+``‖Q_j B_jᵀ‖_* = ‖B_j‖_*``, the restricted problem is again a block-nuclear-norm problem, on reduced features
+(``H``, k per block and sample, held in memory) and small blocks (q, k), solved exactly and certified by
+:class:`~attnduality.convex.solvers.fista.FISTA`. Its solution is certified for the full problem by the same
+duality gap as the exact solver (:func:`~attnduality.convex.solvers.factored.factored_certificate`): the dual norm
+``max_j ‖A*∇f‖_2`` comes from the dense streamed adjoint and a block Krylov iteration
+(:func:`~attnduality.convex.solvers.factored.top_singular_pairs`). If the gap is too large, the top left singular
+vectors of ``−A*∇f_j`` outside ``span(Q_j)`` — exactly the directions whose singular values above β certify
+non-optimality (Sahiner et al.'s Burer–Monteiro follow-up: optimal iff ``‖A*∇f‖_2 ≤ β``) — join the basis, and the
+restricted problem is solved again from the previous solution (column generation, as in active-subspace methods for
+trace-norm problems).
+
+The expensive step is the dense adjoint (one streamed pass of ``O(s·d³)`` per sample and gate, halved by symmetry);
+the basis grows by :attr:`grow` columns per block per round. Optionally a first ``direction_samples`` samples (the
+data should be in random order) give cheap approximate adjoints that propose directions and decide when a full
+certificate is worth computing; certificates always use all samples.
+
+The head supplies its pieces through a small protocol (see
+:class:`~attnduality.convex.operators.streamed_attention.StreamedGatedAttention`): ``n_samples``, ``n_outputs``,
+``n_gates``, ``n_features``, ``dtype``, ``subspace_features(basis, out)`` → ``H`` (k, N, m, r) with
+``A(Q Bᵀ)_i[b] = Σ_{j,q,l} H[q, i, j, l] B_j[(l, b), q]``, and the adjoint in a compact form,
+``adjoint_pairs(g, stop)``, whose block ``j`` ``expand_pairs(compact, j)`` is ``(A*g)_j`` (p, r·c): one dense block
+at a time is held.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from ..certificates import Certificate
+from ..losses import Loss
+from ..operators.base import LinearOperator
+from ..penalties import BlockNuclearNorm
+from ..problem import CompositeProblem
+from .factored import _orthonormalize, factored_certificate, top_singular_pairs
+from .fista import FISTA
+
+__all__ = ["SubspaceHead", "SubspaceOperator", "SubspaceResult", "SubspaceSolver"]
+
+
+class SubspaceHead(Protocol):
+    n_samples: int
+    n_outputs: int
+    n_gates: int
+    n_features: int
+    dtype: torch.dtype
+
+    def subspace_features(self, basis: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def adjoint_pairs(self, g: torch.Tensor, stop: int | None = None) -> torch.Tensor: ...
+
+    def expand_pairs(self, pairs: torch.Tensor, j: int) -> torch.Tensor: ...
+
+
+class SubspaceOperator(LinearOperator):
+    """``B ↦ A(Q Bᵀ)`` on reduced features ``H`` (k, N, m, r): ``Σ_{q,j,l} H[q, n, j, l] B[j, (l, b), q]``.
+
+    ``B`` has shape (m, r·c, k) (rows ``(l, b)``, row-major), so ``BlockNuclearNorm`` on it is ``Σ_j ‖Q_j B_jᵀ‖_*``.
+    """
+
+    def __init__(self, h: torch.Tensor, n_outputs: int) -> None:
+        k, n, m, r = h.shape
+        self.h, self.k, self.m, self.r = h, k, m, r
+        self.n_samples, self.n_outputs = n, int(n_outputs)
+        self.z_shape = (m, r * self.n_outputs, k)
+        self.dtype, self.device = h.dtype, h.device
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        zq = z.reshape(self.m, self.r, self.n_outputs, self.k).permute(3, 0, 1, 2)  # (k, m, r, c)
+        out = torch.zeros(self.n_samples, self.n_outputs, dtype=self.dtype, device=self.device)
+        for q in range(self.k):
+            out.addmm_(self.h[q].reshape(self.n_samples, -1), zq[q].reshape(-1, self.n_outputs))
+        return out
+
+    def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        acc = torch.stack([self.h[q].reshape(self.n_samples, -1).T @ g for q in range(self.k)])  # (k, m·r, c)
+        return acc.reshape(self.k, self.m, self.r, self.n_outputs).permute(1, 2, 3, 0).reshape(self.z_shape)
+
+
+@dataclass
+class SubspaceResult:
+    """The solution ``Z_j = basis_j @ coef_jᵀ`` and its full-problem certificate."""
+
+    basis: torch.Tensor
+    """Orthonormal left bases (m, p, k)."""
+    coef: torch.Tensor
+    """``B`` (m, q, k)."""
+    objective: float
+    certificate: Certificate | None
+    status: str
+    """``converged`` (full relative gap ≤ tol), ``max_rank``, ``max_rounds`` or ``max_time``."""
+    n_rounds: int
+    time: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+    """Per full certificate: ``time``, ``rel_gap``, ``primal``, ``dual``, ``sigma_over_beta``, ``rank``."""
+
+    def z(self) -> torch.Tensor:
+        """The dense solution (m, p, q) (only for sizes where it fits)."""
+        return self.basis @ self.coef.mT
+
+
+class SubspaceSolver:
+    """Column generation over left subspaces, with a full duality-gap certificate (see the module docstring)."""
+
+    def __init__(
+        self,
+        tol: float = 1e-3,
+        rank0: int = 8,
+        grow: int = 4,
+        max_rank: int = 32,
+        inner_tol: float | None = None,
+        inner_max_iter: int = 5000,
+        max_rounds: int = 10,
+        max_time: float | None = None,
+        direction_samples: int | None = None,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        if not tol > 0:
+            raise ValueError(f"tol must be > 0, got {tol!r}")
+        if rank0 < 1 or grow < 1 or max_rank < rank0:
+            raise ValueError(f"need rank0 >= 1, grow >= 1, max_rank >= rank0; got {rank0}, {grow}, {max_rank}")
+        self.tol, self.rank0, self.grow, self.max_rank = float(tol), int(rank0), int(grow), int(max_rank)
+        self.inner_tol = float(inner_tol) if inner_tol is not None else 0.1 * self.tol
+        self.inner_max_iter, self.max_rounds, self.max_time = int(inner_max_iter), int(max_rounds), max_time
+        self.direction_samples, self.seed, self.verbose = direction_samples, int(seed), bool(verbose)
+
+    def _log(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, flush=True)
+
+    @staticmethod
+    def _sigma_tol(w: torch.Tensor) -> float:
+        """Residual tolerance of the spectral-norm Krylov: Ritz values are then accurate to about its square (1e-8
+        relative in float64, 1e-6 in float32, where rounding in a 10⁴-long product floors the residual near 1e-5)."""
+        return 1e-4 if w.dtype == torch.float32 else 1e-6
+
+    def _scan(
+        self, head: SubspaceHead, g: torch.Tensor, basis: torch.Tensor, count: int, stop: int | None = None
+    ) -> tuple[float, float, torch.Tensor]:
+        """One streamed adjoint ``−A*g`` (over samples ``0:stop``, rescaled to all), block by block: its largest
+        spectral norm, the largest spectral norm outside ``span(basis_j)``, and the ``count`` top left singular
+        vectors outside the span (m, p, count), orthonormal and orthogonal to ``basis``."""
+        pairs = head.adjoint_pairs(g, stop)
+        factor = head.n_samples / stop if stop is not None else 1.0
+        gen = torch.Generator().manual_seed(self.seed)
+        sig_all, sig_out, new = 0.0, 0.0, []
+        for j in range(head.n_gates):
+            w = -factor * head.expand_pairs(pairs, j)
+            if count == 0:  # certificate only
+                sig_all = max(sig_all, float(top_singular_pairs(w, k=1, tol=self._sigma_tol(w), seed=self.seed)[0][0]))
+                continue
+            q = basis[j]
+            if stop is None:
+                sig_all = max(sig_all, float(top_singular_pairs(w, k=1, tol=self._sigma_tol(w), seed=self.seed)[0][0]))
+            if q.shape[-1]:
+                w -= q @ (q.mT @ w)
+            sigma, left, _ = top_singular_pairs(w, k=count, tol=1e-2, seed=self.seed)
+            sig_out = max(sig_out, float(sigma[0]))
+            new.append(_orthonormalize(left, q if q.shape[-1] else None, gen))
+            del w
+        return sig_all, sig_out, (torch.stack(new) if new else basis[..., :0])
+
+    def run(self, head: SubspaceHead, loss: Loss, beta: float) -> SubspaceResult:
+        """Solve ``min_Z f(A(Z)) + β Σ_j ‖Z_j‖_*`` for the streamed ``head`` to a full relative gap ≤ ``tol``."""
+        if not (beta > 0 and math.isfinite(beta)):
+            raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+        start = time.perf_counter()
+        m, n, c, dtype = head.n_gates, head.n_samples, head.n_outputs, head.dtype
+        dir_stop = self.direction_samples if self.direction_samples and self.direction_samples < n else None
+        hist: dict[str, list[float]] = {k: [] for k in ("time", "rel_gap", "primal", "dual", "sigma_over_beta", "rank")}
+        # start: directions of the gradient at Z = 0
+        p = head.n_features**2
+        _, _, basis = self._scan(
+            head,
+            loss.grad(torch.zeros(n, c, dtype=dtype)).to(dtype),
+            torch.zeros(m, p, 0, dtype=dtype),
+            self.rank0,
+            dir_stop,
+        )
+        h = torch.empty(self.max_rank, n, m, head.n_features, dtype=dtype)
+        k = 0
+        coef: torch.Tensor | None = None
+        cert: Certificate | None = None
+        status, rounds = "max_rounds", 0
+        while rounds < self.max_rounds:
+            rounds += 1
+            new = basis.shape[-1] - k
+            head.subspace_features(basis[..., k:], out=h[k : k + new])
+            k = basis.shape[-1]
+            op = SubspaceOperator(h[:k], c)
+            problem = CompositeProblem(loss, op, BlockNuclearNorm(), float(beta))
+            z0 = op.zeros()
+            if coef is not None:
+                z0[..., : coef.shape[-1]] = coef
+            inner = FISTA(tol=self.inner_tol, max_iter=self.inner_max_iter).run(problem, z0=z0)
+            coef = inner.z
+            pred = op.forward(coef)
+            g = loss.grad(pred).to(dtype)
+            self._log(
+                f"round {rounds}: rank {k}, restricted gap {inner.certificate.rel_gap:.2e} "
+                f"({inner.n_iter} its, {inner.status}), {time.perf_counter() - start:.0f}s"
+            )
+            room = min(self.grow, self.max_rank - k)
+            if dir_stop is not None and room > 0:  # cheap check on a subsample: grow at once if clearly short
+                _, est, more = self._scan(head, g, basis, room, dir_stop)
+                self._log(f"  subsample: σ/β outside the subspace ≈ {est / beta:.4f}")
+                if est > beta * (1 + 10 * self.tol):
+                    basis = torch.cat([basis, more], dim=-1)
+                    continue
+            sigma, _, more = self._scan(head, g, basis, room)  # full norm (certificate) and the next directions
+            cert = factored_certificate(problem, basis, coef, pred, sigma)
+            elapsed = time.perf_counter() - start
+            for key, val in zip(
+                hist, (elapsed, cert.rel_gap, cert.primal, cert.dual, sigma / beta, float(k)), strict=True
+            ):
+                hist[key].append(val)
+            self._log(f"  full certificate: rel gap {cert.rel_gap:.3e}, σ/β = {sigma / beta:.5f}, {elapsed:.0f}s")
+            if cert.rel_gap <= self.tol:
+                status = "converged"
+                break
+            if k >= self.max_rank:
+                status = "max_rank"
+                break
+            if self.max_time is not None and elapsed >= self.max_time:
+                status = "max_time"
+                break
+            basis = torch.cat([basis, more], dim=-1)
+        assert coef is not None
+        return SubspaceResult(
+            basis=basis[..., : coef.shape[-1]],
+            coef=coef,
+            objective=cert.primal if cert is not None else float("nan"),
+            certificate=cert,
+            status=status,
+            n_rounds=rounds,
+            time=time.perf_counter() - start,
+            history=hist,
+        )
