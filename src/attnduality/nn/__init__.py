@@ -1,5 +1,16 @@
 """PyTorch modules: the non-convex twins of the convex heads, attention layers by name, and transformer builders."""
 
+from .convex_attention import (
+    AttentionGatedFCNet,
+    AttentionOnlyNet,
+    ConvexAttention,
+    ConvexAttentionBlock,
+    ConvexAttentionStack,
+    SequenceAttentionNet,
+    attention_fc_model,
+    attention_only_model,
+    stacked_model,
+)
 from .heads import GatedReLUMLP, ReLUMLP
 from .primal import PrimalAttention, ksvd_loss, primal_layers
 from .registry import (
@@ -25,4 +36,13 @@ __all__ = [
     "ksvd_loss",
     "primal_layers",
     "register_attention",
+    "AttentionGatedFCNet",
+    "AttentionOnlyNet",
+    "ConvexAttention",
+    "ConvexAttentionBlock",
+    "ConvexAttentionStack",
+    "SequenceAttentionNet",
+    "attention_fc_model",
+    "attention_only_model",
+    "stacked_model",
 ]
