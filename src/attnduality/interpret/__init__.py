@@ -3,6 +3,8 @@
 :mod:`attnduality.interpret.attention` reads the lifted solution ``Z`` of a convex self-attention head: block norms
 against the Gram matrices (Corollary 3.2), the singular spectrum (the nuclear norm's low rank; Theorem 3.1), and the
 token-pair masks of the gated heads (the "clusters tokens by latent similarity" claim; Theorem 3.3), with figures.
+:mod:`attnduality.interpret.spectrum` draws the singular-value decay of attention operators (softmax matrices and
+Primal-Attention's implied kernel; Chen et al. 2023, Figure 2).
 """
 
 from .attention import (
@@ -16,6 +18,12 @@ from .attention import (
     plot_token_masks,
     singular_values,
     token_masks,
+)
+from .spectrum import (
+    attention_operators,
+    cumulative_singular_values,
+    plot_singular_value_decay,
+    singular_value_decay,
 )
 from .tokens import TokenSparsity, plot_sparsity_vs_beta, sparsity_vs_beta, token_sparsity
 
@@ -34,4 +42,8 @@ __all__ = [
     "plot_sparsity_vs_beta",
     "sparsity_vs_beta",
     "token_sparsity",
+    "attention_operators",
+    "cumulative_singular_values",
+    "plot_singular_value_decay",
+    "singular_value_decay",
 ]
