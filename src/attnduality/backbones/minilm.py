@@ -105,7 +105,7 @@ def minilm_token_features(texts: Sequence[str], *, name: str, y: np.ndarray | Se
                 X[i:i + 1024] = pool_channels(full.X[i:i + 1024], pool_dim) * full.mask[i:i + 1024, :, None]
             mask[:] = full.mask
         return build_cached(path, (full.X.shape[0], full.X.shape[1], pool_dim), {**config, "name": name}, fill_from,
-                            y_arr)
+                            y_arr if y_arr is not None else full.y)
 
     import torch
     from tqdm.auto import tqdm
