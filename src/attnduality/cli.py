@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .experiments import EXPERIMENTS
+from .experiments import EXPERIMENTS, default_out_dir, run_experiment
 
 __all__ = ["main"]
 
@@ -28,12 +28,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "list":
-        for name, (_, about) in sorted(EXPERIMENTS.items()):
-            print(f"{name:12s} {about}")
+        for name, exp in EXPERIMENTS.items():
+            print(f"{name:12s} {exp.about} [data: {exp.data}]")
         return 0
-    fn, _ = EXPERIMENTS[args.name]
-    out = args.out or Path("runs") / f"{args.name}-seed{args.seed}"
-    fn(out, seed=args.seed, quick=args.quick, device=args.device)
+    out = args.out or default_out_dir(args.name, args.seed, args.quick)
+    run_experiment(args.name, out=out, seed=args.seed, quick=args.quick, device=args.device)
     print(f"wrote {out / 'report.md'}")
     print((out / "report.md").read_text())
     return 0
