@@ -139,6 +139,35 @@ def test_fit_converges_and_twin_matches(case):
         assert est.predict(x).shape == y.shape
 
 
+@pytest.mark.parametrize(
+    "case", ["attn-clf-gated", "attn-reg-linear", "mixer-reg-gated", "fno-clf-gated", "bfno-reg-gated"]
+)
+def test_adam_on_the_twin_never_beats_the_certified_optimum(case):
+    """From random starts (the twin of the solution, re-initialised), Adam's regularised objective on the twin never
+    drops below the certificate's dual lower bound (it would, were the convex program not the global optimum)."""
+    _, _, d, y, _ = CASES[case]
+    est = _fitted(case)
+    x = torch.tensor(_data(d))
+    loss = _loss(est, y)
+    lower = est.certificate_.dual
+    best = np.inf
+    for seed in range(3):
+        twin = est.to_module()
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        opt = torch.optim.Adam(twin.parameters(), lr=0.02)
+        for _ in range(150):
+            opt.zero_grad()
+            obj = regularized_objective(twin, loss, x, est.beta)
+            assert float(obj) >= lower * (1 - 1e-9)
+            obj.backward()
+            opt.step()
+        best = min(best, float(obj))
+    assert best >= lower * (1 - 1e-9) and lower <= est.objective_
+
+
 def _explicit_map(est, x: np.ndarray, c: int) -> np.ndarray:
     gates = est.gates_
     if isinstance(est, (ConvexAttentionRegressor, ConvexAttentionClassifier)):
