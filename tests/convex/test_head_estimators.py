@@ -161,10 +161,10 @@ def test_adam_on_the_twin_never_beats_the_certified_optimum(case):
         for _ in range(150):
             opt.zero_grad()
             obj = regularized_objective(twin, loss, x, est.beta)
-            assert float(obj) >= lower * (1 - 1e-9)
+            assert obj.item() >= lower * (1 - 1e-9)
             obj.backward()
             opt.step()
-        best = min(best, float(obj))
+        best = min(best, obj.item())
     assert best >= lower * (1 - 1e-9) and lower <= est.objective_
 
 
