@@ -1,42 +1,251 @@
-"""The command line: `attnduality list` and the quickstart main job (quick configuration)."""
+"""The command line: list, run (quickstart, overrides, resume, errors), fit on user features, bench, --help."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import joblib
+import numpy as np
 import pytest
 
+import attnduality.cli as cli
 from attnduality.cli import main
+from attnduality.experiments import available_experiments, get_experiment
+
+# a quickstart small enough for the default suite (the real --quick run is the slow test below)
+TINY = [
+    "--quick",
+    "--set",
+    "n_gates=8",
+    "--set",
+    "adam_steps=40",
+    "--set",
+    "adam_seeds=2",
+    "--set",
+    "tol=1e-4",
+    "--set",
+    "checkpoint_every=10",
+    "--no-progress",
+    "--no-report",
+]
 
 
-def test_list(capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_shows_every_experiment_and_its_data(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
-    assert "quickstart" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name in available_experiments():
+        exp = get_experiment(name)
+        assert name in out and exp.about in out and f"data: {exp.data}" in out
+    assert main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in listed] == available_experiments()
 
 
-def test_help_lists_choices(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["list", "run", "fit", "bench"]),
+        (["list"], ["--json"]),
+        (["run"], ["quickstart", "--seed", "--quick", "--out", "--device", "--set", "--fresh", "data:"]),
+        (
+            ["fit"],
+            [
+                "mlp",
+                "attention",
+                "mixer",
+                "fno",
+                "token_lasso",
+                "nuclear",
+                "--kind",
+                "gated_relu",
+                "--task",
+                "--beta",
+                "--tol",
+                "--n-gates",
+                "--blocks",
+                "--out",
+                "certificate",
+            ],
+        ),
+        (["bench"], ["--quick", "--threads", "bench_adam"]),
+    ],
+)
+def test_help_everywhere(argv: list[str], expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["run", "--help"])
+        main([*argv, "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "quickstart" in out and "--seed" in out
+    for word in expected:
+        assert word in out, word
 
 
-def test_unknown_experiment_is_an_error() -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["run", "no-such-experiment"])
-    assert exc.value.code == 2
+def test_no_command_and_unknown_experiment_are_usage_errors() -> None:
+    for argv in ([], ["run", "no-such-experiment"], ["list", "--bogus"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
 
 
-def test_quickstart_quick(tmp_path: Path) -> None:
-    assert main(["run", "quickstart", "--quick", "--seed", "1", "--out", str(tmp_path)]) == 0
+def test_run_quickstart_tiny_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "quickstart", *TINY, "--seed", "1", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
-    assert res["config"]["seed"] == 1
-    convex = res["convex"]
-    assert convex["status"] == "converged" and convex["relative_gap"] <= 1e-6
-    assert convex["test_accuracy"] > 0.9
-    # no non-convex run ends below the certified lower bound on the optimum
-    assert all(run["best_objective"] >= convex["lower_bound"] - 1e-12 for run in res["adam"])
+    assert res["status"] == "complete" and res["seed"] == 1 and res["config"]["n_gates"] == 8
+    m = res["metrics"]
+    assert m["convex.status"] == "converged" and m["convex.relative_gap"] <= 1e-4
+    assert m["adam.best_objective"] >= m["convex.lower_bound"] - 1e-12 and m["adam.runs_below_lower_bound"] == 0
+    assert [r["seed"] for r in res["tables"]["adam"]] == [100, 101]
     assert (tmp_path / "report.md").read_text().startswith("# Quickstart")
     assert (tmp_path / "objective.png").stat().st_size > 1000
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "train").iterdir()) == [
+        "adam-seed100.pt",
+        "adam-seed101.pt",
+    ]
+    capsys.readouterr()
+    # the same command again loads every step and reproduces the numbers
+    assert main(["run", "quickstart", *TINY, "--seed", "1", "--out", str(tmp_path)]) == 0
+    assert "resumed: 3 of 3 steps" in capsys.readouterr().out
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["metrics"] == res["metrics"] and again["tables"] == res["tables"]
+    # other options with the same --out are refused
+    assert main(["run", "quickstart", *TINY, "--seed", "2", "--out", str(tmp_path)]) == 2
+    assert "--fresh" in capsys.readouterr().err
+
+
+def test_run_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for extra, msg in [
+        (["--set", "nope=1"], "unknown config key 'nope'"),
+        (["--set", "n_gates"], "key=value"),
+        (["--set", "n_gates=0"], "n_gates must be an integer >= 1"),
+        (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "bogus"], "device"),
+        (["--seed", "-1"], "--seed"),
+    ]:
+        assert main(["run", "quickstart", "--out", str(tmp_path), *extra]) == 2, extra
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_run_show_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "quickstart", "--show-config"]) == 0
+    out = capsys.readouterr().out
+    assert "n_gates" in out and "adam_steps" in out and "--quick" in out
+
+
+@pytest.mark.slow
+def test_quickstart_quick(tmp_path: Path) -> None:
+    assert main(["run", "quickstart", "--quick", "--seed", "1", "--out", str(tmp_path), "--no-report"]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    m = res["metrics"]
+    assert res["seed"] == 1 and m["convex.status"] == "converged" and m["convex.relative_gap"] <= 1e-6
+    assert m["convex.test_accuracy"] > 0.9
+    assert all(run["best_objective"] >= m["convex.lower_bound"] - 1e-12 for run in res["tables"]["adam"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fit
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 4, 3))
+    y = (x[:, :, 0].mean(1) > 0).astype(np.int64)
+    path = tmp_path_factory.mktemp("feats") / "feats.npz"
+    np.savez(path, X=x, y=y, X_test=x[:8], y_test=y[:8])
+    return path
+
+
+@pytest.mark.parametrize(("head", "opts"), [("attention", ["--n-gates", "2"]), ("mlp", ["--n-gates", "4"])])
+def test_fit_prints_certificate_and_saves_a_model(
+    features: Path, head: str, opts: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / f"{head}.joblib"
+    assert (
+        main(["fit", str(features), "--head", head, "--beta", "1e-2", "--tol", "1e-5", *opts, "--out", str(out)]) == 0
+    )
+    text = capsys.readouterr().out
+    assert "status: converged" in text and "certificate: primal" in text and "relative gap" in text
+    assert "train accuracy" in text and "test accuracy" in text
+    est = joblib.load(out)
+    data = np.load(features)
+    x = data["X"] if head == "attention" else data["X"].mean(axis=1)
+    assert est.predict(x).shape == (48,)
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["status"] == "converged" and summary["certificate"]["relative_gap"] <= 1e-5
+    assert summary["certificate"]["dual"] <= summary["certificate"]["primal"]
+    assert summary["estimator"] == ("ConvexAttentionClassifier" if head == "attention" else "ConvexMLPClassifier")
+    assert 0.5 < summary["train_score"] <= 1
+
+
+def test_fit_regression_with_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 4, 2))
+    np.savez(tmp_path / "r.npz", X=x, y=x[:, :, 0].sum(1))
+    out = tmp_path / "r.joblib"
+    assert main(["fit", str(tmp_path / "r.npz"), "--head", "attention", "--kind", "linear", "--out", str(out)]) == 0
+    assert "train R2" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["estimator"] == "ConvexAttentionRegressor"
+
+
+def test_fit_bad_input_is_a_clear_error(features: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "keys.npz", feats=np.zeros((4, 2)), labels=np.zeros(4))
+    np.savez(tmp_path / "flat.npz", X=np.zeros((4, 2)), y=np.arange(4) % 2)
+    np.savez(tmp_path / "len.npz", X=np.zeros((4, 2)), y=np.zeros(3))
+    (tmp_path / "text.npz").write_text("not an archive")
+    cases = [
+        ([str(tmp_path / "keys.npz"), "--head", "mlp"], "missing 'X', 'y'; found: feats, labels"),
+        ([str(tmp_path / "missing.npz"), "--head", "mlp"], "does not exist"),
+        ([str(tmp_path / "text.npz"), "--head", "mlp"], "cannot read"),
+        ([str(tmp_path / "flat.npz"), "--head", "attention"], "needs token features X of shape (N, s, d)"),
+        ([str(tmp_path / "len.npz"), "--head", "mlp"], "same number of samples"),
+        ([str(features), "--head", "nuclear", "--kind", "relu"], "not available for --head nuclear"),
+        ([str(features), "--head", "mlp", "--blocks", "2"], "--blocks applies only to --head fno"),
+        ([str(features), "--head", "mlp", "--beta", "-1"], "beta"),
+    ]
+    for argv, msg in cases:
+        assert main(["fit", *argv, "--out", str(tmp_path / "m.joblib")]) == 2, argv
+        assert msg in capsys.readouterr().err, argv
+    assert not (tmp_path / "m.joblib").exists()
+    with pytest.raises(SystemExit):
+        main(["fit", str(features), "--head", "transformer"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bench
+# ----------------------------------------------------------------------------------------------------------------
+def test_bench_lists_the_checkout_benchmarks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.benchmarks_dir() is not None  # the tests run from a checkout
+    assert main(["bench", "--list"]) == 0
+    assert "bench_adam" in capsys.readouterr().out
+    assert main(["bench", "no_such_bench"]) == 2
+    assert "unknown benchmark 'no_such_bench'; available: " in capsys.readouterr().err
+
+
+def test_bench_passes_options_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "_common.py").write_text("")
+    (bench / "bench_echo.py").write_text('"""Echo."""\nimport sys\nprint("ARGS", sys.argv[1:])\n')
+    monkeypatch.setenv("ATTNDUALITY_BENCHMARKS", str(bench))
+    assert main(["bench", "echo", "--quick", "--threads", "2", "--", "--n", "5"]) == 0
+    assert "ARGS ['--quick', '--threads', '2', '--n', '5']" in capfd.readouterr().out
+    (bench / "bench_fail.py").write_text("import sys\nsys.exit(3)\n")
+    assert main(["bench", "bench_fail"]) == 3
+
+
+def test_bench_without_a_checkout(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli, "benchmarks_dir", lambda: None)
+    assert main(["bench", "adam"]) == 2
+    assert "benchmarks are not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0 and "not available" in capsys.readouterr().out
+
+
+def test_console_script_module_entry() -> None:
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-m", "attnduality.cli", "list"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0 and "quickstart" in res.stdout
