@@ -444,6 +444,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigMismatchError as exc:
         print(f"attnduality run: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; completed steps and training checkpoints are in {out / 'checkpoints'}: run the same "
+            "command again to resume",
+            file=sys.stderr,
+        )
+        return 130
     resumed = [k for k, v in results["steps"].items() if v["resumed"]]
     if resumed:
         print(f"resumed: {len(resumed)} of {len(results['steps'])} steps loaded from {out / 'checkpoints'}")
