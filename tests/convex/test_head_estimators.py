@@ -32,7 +32,12 @@ from attnduality.convex import (
     SquaredLoss,
     regularized_objective,
 )
-from attnduality.convex.recovery_attention import cone_shift, cone_split, relu_attention_from_gated
+from attnduality.convex.recovery_attention import (
+    attention_factors,
+    cone_shift,
+    cone_split,
+    relu_attention_from_gated,
+)
 from attnduality.nn.attention_heads import GatedAttentionHead, GatedFNOHead, LinearMixerHead, ReLUAttentionHead
 
 N, S = 20, 4
@@ -465,3 +470,29 @@ def test_relu_attention_from_gated_validates_shapes():
         relu_attention_from_gated(z, gates, torch.zeros(5, 3, 4))
     empty = relu_attention_from_gated(z, gates, torch.zeros(5, 3, 2, dtype=torch.float64))
     assert empty.n_heads == 0
+
+
+@pytest.mark.parametrize("case", ["attn-reg-linear", "attn-clf-gated"])
+def test_multi_head_factors_q_k_v_w(case):
+    """Recovery to per-head Q, K, V, W: ``Σ_h σ(X Q_h K_hᵀ Xᵀ) X V_h W_h`` is the twin's output."""
+    _, _, d, _, _ = CASES[case]
+    twin = _fitted(case).to_module()
+    f = attention_factors(twin.w1.detach(), twin.w2.detach())
+    w1, w2 = f.merged()
+    torch.testing.assert_close(w1, twin.w1.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(w2, twin.w2.detach(), rtol=1e-10, atol=1e-12)
+    assert f.q.shape[-2:] == (d, d) and f.v.shape[-2] == d and f.w.shape[-1] == twin.w2.shape[-1]
+    # the balanced split attains the nuclear norm: ½(‖Q‖² + ‖K‖²) = ‖W1‖_* per head
+    half = 0.5 * (f.q.square().sum((-2, -1)) + f.k.square().sum((-2, -1)))
+    torch.testing.assert_close(half, torch.linalg.matrix_norm(w1, ord="nuc"), rtol=1e-10, atol=1e-12)
+    x = torch.tensor(_data(d, seed=3))
+    if isinstance(twin, GatedAttentionHead):
+        masks = twin.masks(x)  # (N, m, s, s)
+        scores = masks.unsqueeze(2) * torch.einsum("nta,jhar,jhkr,nuk->njhtu", x, f.q, f.k, x)
+        out = torch.einsum("njhtu,nul,jhlr,jhrb->ntb", twin.scale * scores, x, f.v, f.w).mean(1)
+    else:
+        scores = torch.einsum("nta,har,hkr,nuk->nhtu", x, f.q, f.k, x)
+        out = torch.einsum("nhtu,nul,hlr,hrb->ntb", twin.scale * scores, x, f.v, f.w).mean(1)
+    torch.testing.assert_close(out, twin(x).detach(), rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="expected w1"):
+        attention_factors(twin.w1.detach()[..., :1], twin.w2.detach())

@@ -17,6 +17,7 @@ weight decay). The vectors map to weights as follows:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -36,6 +37,8 @@ __all__ = [
     "attention_heads_from_z",
     "linear_attention_to_module",
     "gated_attention_to_module",
+    "AttentionFactors",
+    "attention_factors",
     "cone_shift",
     "cone_split",
     "relu_attention_from_gated",
@@ -120,6 +123,46 @@ def gated_attention_to_module(
         raise ValueError(f"z must be (m, d², d·c) with m = {m}, got {tuple(z.shape)}")
     w1, w2 = _stack_padded([attention_heads_from_z(z[j], d, tol) for j in range(m)], (m,))
     return GatedAttentionHead(gates.to(z.dtype), w1, w2, scale=scale)
+
+
+@dataclass(frozen=True)
+class AttentionFactors:
+    """Per-head query, key, value and output factors with ``W1_h = Q_h K_hᵀ`` and ``W2_h = V_h W_h`` (eq. (10)–(11)).
+
+    ``q``, ``k`` (…, h, d, r1); ``v`` (…, h, d, r2); ``w`` (…, h, r2, c); ranks padded with zero columns.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    w: torch.Tensor
+
+    def merged(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Q Kᵀ, V W)``: the merged weights ``(W1, W2)`` again."""
+        return self.q @ self.k.mT, self.v @ self.w
+
+
+def _balanced(a: torch.Tensor, tol: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a = L Rᵀ`` with ``L = U S^{1/2}``, ``R = V S^{1/2}`` (batched; columns below ``tol`` zeroed)."""
+    u, s, vh = torch.linalg.svd(a, full_matrices=False)
+    top = s.amax(dim=-1, keepdim=True)
+    cut = top * max(a.shape[-2:]) * torch.finfo(a.dtype).eps if tol is None else torch.full_like(top, tol)
+    root = torch.where(s > cut, s, torch.zeros_like(s)).sqrt()
+    return u * root.unsqueeze(-2), vh.mT * root.unsqueeze(-2)
+
+
+def attention_factors(w1: torch.Tensor, w2: torch.Tensor, tol: float | None = None) -> AttentionFactors:
+    """Multi-head factors ``Q, K, V, W`` of merged attention weights ``w1`` (…, h, d, d), ``w2`` (…, h, d, c).
+
+    The paper's equivalence is on the merged weights ``W1 = QKᵀ``, ``W2 = VW`` (digest §2.1–§2.2); any factorisation
+    gives the same network. This one is the balanced SVD split (``Q = U√S``, ``K = V√S``), which minimises
+    ``½(‖Q‖² + ‖K‖²) = ‖W1‖_*`` among all factorisations (likewise for ``V, W``).
+    """
+    if w1.shape[-1] != w1.shape[-2] or w2.shape[:-1] != w1.shape[:-1]:
+        raise ValueError(f"expected w1 (…, h, d, d) and w2 (…, h, d, c), got {tuple(w1.shape)}, {tuple(w2.shape)}")
+    q, k = _balanced(w1, tol)
+    v, wt = _balanced(w2, tol)
+    return AttentionFactors(q, k, v, wt.mT)
 
 
 _CONE_CHUNK = 1 << 22  # score entries per chunk in the cone shift
