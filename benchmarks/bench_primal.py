@@ -222,7 +222,7 @@ def main() -> None:
     p = base_parser(__doc__.split("\n")[0])
     p.add_argument("--rank", type=int, default=20, help="s of both primal layers (rank_multi 10)")
     p.add_argument(
-        "--repeats", type=int, default=3, help="timed calls per point (fewer for slow points: about 20 s each)"
+        "--repeats", type=int, default=5, help="timed calls per point (fewer for slow points: about 20 s each)"
     )
     p.add_argument("--lengths", type=int, nargs="+", default=None, help="sequence lengths (default 64 … 16384)")
     p.add_argument("--official", default=None, help=f"official checkout (default: ${OFFICIAL_ENV})")
