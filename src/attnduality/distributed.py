@@ -593,9 +593,9 @@ class PrimalFormerDemo:
     num_layers: int = 2
     rank: int = 4
     rank_multi: int = 2
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-2
     optimizer: str = "radam"
     weight_decay: float = 0.0
     ksvd_weight: float = 0.1
@@ -678,10 +678,10 @@ class ConvexDemo:
 
     operator: str = "gated-attention"
     n_samples: int = 256
-    n_gates: int = 4
-    beta: float = 1e-2
-    tol: float = 1e-8
-    max_iter: int = 2000
+    n_gates: int = 2
+    beta: float = 3e-2
+    tol: float = 1e-6
+    max_iter: int = 5000
     seed: int = 0
 
     def __post_init__(self) -> None:
