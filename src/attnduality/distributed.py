@@ -305,7 +305,7 @@ class GlobalBatchLoader:
 # ----------------------------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------------------------
-def _ksvd_global(module: nn.Module, *, trace: str, p: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _ksvd_global(module: nn.Module, *, trace: str, p: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch-form KSVD regulariser of the *global* batch: (loss to back-propagate on this rank, its value).
 
     For each primal layer ``J = proj − tr`` with ``proj`` a mean over the batch's (non-padding) tokens and heads and
@@ -458,7 +458,7 @@ def train_classifier(
                 reg = per.sum() * (p / batch_size)
                 reg_val = all_reduce_sum(per.sum().detach()) / batch_size
             elif p > 1:
-                reg, reg_val = _ksvd_global(net, trace=ksvd_trace, p=p, batch_size=batch_size)
+                reg, reg_val = _ksvd_global(net, trace=ksvd_trace, p=p)
             else:
                 reg = ksvd_loss(net, per_sample=False, trace=ksvd_trace)
                 reg_val = reg.detach()
@@ -738,7 +738,9 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m attnduality.distributed demo --task primalformer|convex [--seed S] [--out DIR] [--set k=v ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m attnduality.distributed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m attnduality.distributed", description=(__doc__ or "").split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a PrimalFormer or solve a sharded convex head on the digits")
     demo.add_argument("--task", choices=("primalformer", "convex"), required=True)
