@@ -9,7 +9,7 @@ The solver is :class:`~attnduality.convex.solvers.subspace.SubspaceSolver` (cros
 resident memory (``ru_maxrss``, includes mapped file pages the process touched), the full-problem certificates
 and the objective curve (``benchmarks/out/paper_scale.png``).
 
-    python benchmarks/bench_paper_scale.py [--quick] [--threads 2] [--seed 0]
+    python benchmarks/bench_paper_scale.py [--quick] [--n N] [--threads 2] [--seed 0]
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> None:
     p.set_defaults(threads=2)
     p.add_argument("--beta-frac", type=float, default=0.1, help="β as a fraction of the estimated β_max")
     p.add_argument("--tol", type=float, default=1e-3, help="target full relative duality gap")
+    p.add_argument("--n", type=int, default=None, help="number of samples (default: the paper's 50,000)")
     p.add_argument(
         "--direction-samples", type=int, default=5000, help="samples for β_max and the first directions (0: all)"
     )
@@ -80,6 +81,7 @@ def main() -> None:
     args = p.parse_args()
     set_threads(args.threads)
     n, s, d, c, m = (2000, 49, 20, 10, 5) if args.quick else (50_000, 196, 100, 100, 5)
+    n = args.n if args.n is not None else n
     n_dir = min(args.direction_samples, n // 4) if args.quick else args.direction_samples
     n_dir = n_dir if n_dir > 0 else n  # 0: every adjoint uses all samples
     OUT_DIR.mkdir(parents=True, exist_ok=True)
