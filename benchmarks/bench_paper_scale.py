@@ -97,10 +97,11 @@ def main() -> None:
     t1 = time.perf_counter()
     g0 = loss.grad(torch.zeros(n, c, dtype=torch.float32))
     pairs = head.adjoint_pairs(g0, n_dir)
-    beta_max = max(float(top_singular_pairs(head.expand_pairs(pairs, j), k=1, tol=1e-4)[0][0]) for j in range(m)) * (
-        n / n_dir
-    )
-    del pairs
+    # one scan gives both β_max (estimated on n_dir samples) and the solver's first directions
+    tops = [top_singular_pairs(head.expand_pairs(pairs, j), k=args.rank0, tol=1e-4) for j in range(m)]
+    beta_max = max(float(t[0][0]) for t in tops) * (n / n_dir)
+    basis0 = torch.stack([t[1] for t in tops])
+    del pairs, tops
     beta = args.beta_frac * beta_max
     t_beta = time.perf_counter() - t1
     print(f"β_max ≈ {beta_max:.4g} (on {n_dir} samples, {t_beta:.0f}s); β = {beta:.4g}", flush=True)
@@ -115,7 +116,7 @@ def main() -> None:
         seed=args.seed,
         verbose=True,
     )
-    res = solver.run(head, loss, beta)
+    res = solver.run(head, loss, beta, basis0=basis0)
     t_total = time.perf_counter() - t1
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     cert = res.certificate

@@ -87,3 +87,16 @@ def test_subspace_solver_rejects_bad_parameters():
     head = StreamedGatedAttention(ArrayTokens(x), gates, C)
     with pytest.raises(ValueError, match="beta must be a finite number > 0"):
         SubspaceSolver().run(head, loss, 0.0)
+
+
+def test_subspace_solver_accepts_a_first_basis():
+    x, gates, loss, problem = _problem("squared")
+    head = StreamedGatedAttention(ArrayTokens(x), gates, C, scale=0.3)
+    gen = torch.Generator().manual_seed(4)
+    basis0 = torch.randn(M, D * D, 3, generator=gen, dtype=torch.float64)  # not orthonormal: QR'd by the solver
+    res = SubspaceSolver(tol=1e-7, grow=4, max_rank=D * D, max_rounds=20).run(head, loss, problem.beta, basis0=basis0)
+    assert res.status == "converged" and res.certificate.rel_gap <= 1e-7
+    exact = FISTA(tol=1e-10, max_iter=50_000).run(problem)
+    assert res.objective == pytest.approx(exact.objective, rel=1e-6)
+    with pytest.raises(ValueError, match=r"basis0 must be \(m, p, k\) = \(3, 16, 1\.\.16\)"):
+        SubspaceSolver(max_rank=D * D).run(head, loss, problem.beta, basis0=basis0[:, :5])

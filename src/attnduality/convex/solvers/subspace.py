@@ -174,8 +174,11 @@ class SubspaceSolver:
             del w
         return sig_all, (torch.stack(new) if new else basis[..., :0])
 
-    def run(self, head: SubspaceHead, loss: Loss, beta: float) -> SubspaceResult:
-        """Solve ``min_Z f(A(Z)) + β Σ_j ‖Z_j‖_*`` for the streamed ``head`` to a full relative gap ≤ ``tol``."""
+    def run(self, head: SubspaceHead, loss: Loss, beta: float, basis0: torch.Tensor | None = None) -> SubspaceResult:
+        """Solve ``min_Z f(A(Z)) + β Σ_j ‖Z_j‖_*`` for the streamed ``head`` to a full relative gap ≤ ``tol``.
+
+        ``basis0`` (m, p, k0): first left bases (orthonormalised here), e.g. from a scan the caller already made;
+        by default the top ``rank0`` left singular vectors of ``A*∇f(0)``."""
         if not (beta > 0 and math.isfinite(beta)):
             raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
         start = time.perf_counter()
@@ -185,13 +188,15 @@ class SubspaceSolver:
         hist: dict[str, list[float]] = {k: [] for k in (*keys, "inner_time", "inner_objective")}
         # start: directions of the gradient at Z = 0
         p = head.n_features**2
-        _, basis = self._scan(
-            head,
-            loss.grad(torch.zeros(n, c, dtype=dtype)).to(dtype),
-            torch.zeros(m, p, 0, dtype=dtype),
-            self.rank0,
-            dir_stop,
-        )
+        if basis0 is not None:
+            if basis0.ndim != 3 or basis0.shape[:2] != (m, p) or not 1 <= basis0.shape[2] <= self.max_rank:
+                raise ValueError(
+                    f"basis0 must be (m, p, k) = ({m}, {p}, 1..{self.max_rank}), got {tuple(basis0.shape)}"
+                )
+            basis = torch.linalg.qr(basis0.to(dtype)).Q
+        else:
+            g0 = loss.grad(torch.zeros(n, c, dtype=dtype)).to(dtype)
+            _, basis = self._scan(head, g0, torch.zeros(m, p, 0, dtype=dtype), self.rank0, dir_stop)
         h = torch.empty(self.max_rank, n, m, head.n_features, dtype=dtype)
         k = 0
         coef: torch.Tensor | None = None
