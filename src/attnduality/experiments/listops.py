@@ -202,6 +202,7 @@ def _train(ctx: RunContext, data: dict[str, Any], model_name: str, seed_idx: int
             loss = loss + cfg.eta * reg
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        lr_used = float(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
         acc["loss"] += float(loss.detach())
@@ -213,7 +214,7 @@ def _train(ctx: RunContext, data: dict[str, Any], model_name: str, seed_idx: int
             val = _accuracy(model, xv, yv, cfg.eval_batch)
             test = _accuracy(model, xt, yt, cfg.eval_batch) if cfg.test_every_eval else None
             c = max(acc["count"], 1)
-            for name, v in zip(names, (t + 1, acc["loss"] / c, acc["ksvd"] / c, sched.get_last_lr()[0], val, test,
+            for name, v in zip(names, (t + 1, acc["loss"] / c, acc["ksvd"] / c, lr_used, val, test,
                                        acc["t"] / c, acc["c"] / c), strict=True):
                 hist[name].append(v)
             acc = {"loss": 0.0, "ksvd": 0.0, "count": 0, "t": 0.0, "c": 0.0}
