@@ -23,7 +23,8 @@ largest divisor of gcd(d, c) not above B is used and the table says which).
 
 Protocol (honest; the paper's β values and solver settings are not available): β is a fraction of each head's own
 ``β_max`` (the smallest β at which ``Z = 0`` is optimal), chosen from ``beta_fracs`` by accuracy on a stratified
-validation split of the training set (ties → the larger β), then the head is refit on the whole training set and
+validation split of the training set (a warm-started regularisation path on the rest, each point certified to
+``val_tol``; ties → the larger β), then the head is refit on the whole training set and
 scored once on the test set. Each fit reports its certificate (status, relative duality gap), solve time and the
 parameter count of the recovered non-convex twin (nonzero heads; ``to_module``). The twin (same gates, the width of
 the recovered one: h heads per gate = the largest rank of a block of the certified solution) is then trained from a
@@ -32,8 +33,9 @@ as the convex operator applied to the lifted weights ``Z(W1, W2)`` (the library'
 against the recovered twin), which is the twin's forward pass exactly and much cheaper for wide token heads. Adam's
 final objective is compared with the certified optimum: it can never go below the dual bound.
 
-Steps (resumable): ``<dataset>/features``, ``<dataset>/<head>/val-frac<f>`` (one per β fraction when there are
-several), ``<dataset>/<head>/fit`` and ``<dataset>/<head>/adam`` (checkpointed every ``checkpoint_every`` steps).
+Steps (resumable): ``<dataset>/features``, ``<dataset>/<head>/val-path`` (when there are several β fractions),
+``<dataset>/<head>/fit``, ``<dataset>/<head>/adam`` (checkpointed every ``checkpoint_every`` steps) and
+``<dataset>/reference-full-width``.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class TransferConfig:
     """test samples per target (None: all, 1,000 sentences / 10,000 images)"""
     val_fraction: float = 0.2
     """stratified share of the training samples used to choose β"""
-    beta_fracs: tuple[float, ...] = (0.1, 0.03, 0.01)
+    beta_fracs: tuple[float, ...] = (0.3, 0.1, 0.03, 0.01, 0.003)
     """β / β_max candidates (one value: no selection)"""
     pool_dim: int = 20
     """channels after average pooling (paper: 100)"""
@@ -600,13 +602,47 @@ def _fit(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac: flo
     }
 
 
-def _validate(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], frac: float, gates: np.ndarray | None,
-              blocks: int) -> dict[str, Any]:
+def _validate(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: np.ndarray | None,
+              blocks: int) -> list[dict[str, Any]]:
+    """Validation accuracy at every β in ``beta_fracs``·β_max: the convex program of the head on the fit split,
+    solved along a warm-started regularisation path (largest β first, FISTA, each point certified to ``val_tol``),
+    scored on the validation split. Same operator, penalty, loss and solver as the estimators."""
+    import torch
+
+    from ..convex import FISTA, BlockNuclearNorm, CompositeProblem, CrossEntropyLoss, NuclearNorm, solve_path
+
     cfg: TransferConfig = ctx.config
-    est, rec = _fit(spec, data, data["fit_idx"], frac, gates, blocks, cfg.val_tol, cfg)
-    xv = _inputs(spec, data, "train")[data["val_idx"]]
-    rec["val_acc"] = float(est.score(xv, data["y_train"][data["val_idx"]]))
-    return rec
+    tdt = _torch_dtype(cfg.dtype)
+    x = _inputs(spec, data, "train")
+    fit, val = data["fit_idx"], data["val_idx"]
+    y_fit = data["y_train"][fit]
+    c = data["n_classes"]
+    if len(np.unique(y_fit)) != c:
+        raise ValueError(f"the fit split misses a class ({len(np.unique(y_fit))} of {c}); increase n_train")
+    g = None if gates is None else torch.as_tensor(gates, dtype=tdt)
+    t0 = time.perf_counter()
+    bmax = _beta_max(spec, x[fit], y_fit, gates, c, data["grid"], blocks, cfg.dtype)
+    t_bmax = time.perf_counter() - t0
+    single = spec.family == "linear" or (not spec.gated and spec.family in ("attention", "mixer"))
+    with _feature_cache(cfg.cache_gb * 2**30, 4 if cfg.dtype == "float32" else 8):
+        op = _operator(spec, torch.as_tensor(np.ascontiguousarray(x[fit]), dtype=tdt), g, c, data["grid"], blocks)
+    problem = CompositeProblem(CrossEntropyLoss(torch.as_tensor(y_fit)), op, NuclearNorm() if single
+                               else BlockNuclearNorm(), 1.0)
+    fracs = list(cfg.beta_fracs)
+    path = solve_path(problem, [f * bmax for f in fracs], FISTA(tol=cfg.val_tol, max_iter=cfg.max_iter))
+    del op, problem
+    op_val = _operator(spec, torch.as_tensor(np.ascontiguousarray(x[val]), dtype=tdt), g, c, data["grid"], blocks)
+    y_val = torch.as_tensor(data["y_train"][val])
+    out = []
+    with torch.no_grad():
+        for f, res in zip(fracs, path, strict=True):
+            out.append({
+                "beta_frac": f, "beta_max": bmax, "beta": f * bmax, "status": res.status, "n_iter": int(res.n_iter),
+                "rel_gap": float(res.certificate.rel_gap), "objective": float(res.objective),
+                "solve_seconds": float(res.time), "beta_max_seconds": t_bmax, "n_fit": len(fit),
+                "val_acc": float((op_val.forward(res.z).argmax(1) == y_val).double().mean()),
+            })
+    return out
 
 
 def _final(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], frac: float, gates: np.ndarray | None,
@@ -646,8 +682,7 @@ def _reference(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     val_acc = None
     frac = float(cfg.beta_fracs[0])
     if len(cfg.beta_fracs) > 1:
-        scores = [(_validate(ctx, spec, wide, f, None, 1)["val_acc"], f) for f in cfg.beta_fracs]
-        val_acc, frac = max(scores)
+        val_acc, frac = max((r["val_acc"], r["beta_frac"]) for r in _validate(ctx, spec, wide, None, 1))
     est, rec = _fit(spec, wide, None, frac, None, 1, cfg.tol, cfg)
     rec.update({"val_acc": val_acc, "n_features": int(wide["mean_train"].shape[1]),
                 "test_acc": float(est.score(wide["mean_test"], data["y_test"]))})
@@ -810,9 +845,7 @@ def _run_head(ctx: RunContext, ds: str, head: str, data: dict[str, Any], blocks_
     gates = _sample_gates(spec, s, d, blocks, cfg, ctx.seed_for(f"{ds}/{head}/gates"))
     vals = []
     if len(cfg.beta_fracs) > 1:
-        for f in cfg.beta_fracs:
-            key = f"{ds}/{head}/val-frac{f:g}"
-            vals.append(ctx.step(key, lambda f=f: _validate(ctx, spec, data, f, gates, blocks)))
+        vals = ctx.step(f"{ds}/{head}/val-path", lambda: _validate(ctx, spec, data, gates, blocks))
         best = max(vals, key=lambda r: (r["val_acc"], r["beta_frac"]))  # ties: the larger β
         frac, val_acc = float(best["beta_frac"]), float(best["val_acc"])
     else:
