@@ -8,15 +8,17 @@ their output ``X_i`` (the input of the last attention layer) is extracted once.
 Part A — the last layer with its attention replaced (non-convex only). The student is MiniLM's last layer with its
 self-attention (``W_Q, W_K, W_V`` and the output projection) replaced by a freshly initialised (a) softmax attention
 or (b) :class:`~attnduality.nn.ConvexAttention` (eq. (4): one trainable input-independent row-stochastic matrix per
-head); the residual, LayerNorms and feed-forward part stay the teacher's, frozen. Target: the teacher's last-layer
-output at every real token (mean squared error), trained with Adam. The token-lasso program does not apply here
-(skip connection, LayerNorm and the feed-forward layer follow the attention; sequence outputs).
+head; rows as a softmax of logits, or with ``"convex-simplex"`` the rows themselves, projected onto the simplex
+after each step); the residual, LayerNorms and feed-forward part stay the teacher's, frozen. Target: the teacher's
+last-layer output at every real token (mean squared error), trained with Adam. The token-lasso program does not
+apply here (skip connection, LayerNorm and the feed-forward layer follow the attention; sequence outputs).
 
 Part B — attention-only heads, where the convex program applies (digest §1.4–§1.5: one layer, no skip connection or
 LayerNorm, a vector output per sample, a loss separable over outputs — squared loss is). Target ``y_i ∈ R^384``: the
 teacher's last attention layer output (self-attention and output projection, before the residual) at the [CLS]
-position — a data-dependent softmax pooling of ``X_i``. Models, all on the same ``X_i`` with the same objective
-``(1/2N) Σ_i ‖f(X_i) − y_i‖² + β · R``:
+position — a data-dependent softmax pooling of ``X_i`` — centred by its mean over the fit sentences (none of the
+models has an intercept; the convex program of the paper has none). Models, all on the same ``X_i`` with the same
+objective ``(1/2N) Σ_i ‖f(X_i) − y_i‖² + β · R``:
 
 * softmax head (eq. (3) restricted to the [CLS] query): fresh ``W_Q, W_K, W_V, W_O`` (12 heads), ``R = ½ Σ ‖W‖_F²``,
   Adam on mini-batches;
@@ -51,7 +53,7 @@ from .runner import RunContext, register_experiment
 
 __all__ = ["LAYER_MODELS", "StudentTeacherConfig", "attention_stats", "cls_attention", "last_layer_student"]
 
-LAYER_MODELS = ("softmax", "convex")
+LAYER_MODELS = ("softmax", "convex", "convex-simplex")
 HEAD_MODELS = ("softmax", "twin")
 _D = 384  # MiniLM width
 
@@ -72,6 +74,8 @@ class StudentTeacherConfig:
     n_heads: int = 12
     """heads of the student attention layers (MiniLM: 12)"""
     layer_models: tuple[str, ...] = ("softmax", "convex")
+    """any of "softmax", "convex" (mixing rows as softmax of logits) and "convex-simplex" (the rows themselves,
+    projected onto the simplex after each Adam step, digest §6.2)"""
     layer_steps: int = 600
     layer_batch: int = 32
     layer_lr: float = 1e-3
@@ -260,6 +264,7 @@ def _data(ctx: RunContext) -> dict[str, Any]:
         y_cls, p_cls = cls_attention(teacher, x, pad)
         student = last_layer_student(teacher, bert_layer).eval()
         recon = torch.cat([student(x[i: i + 256], pad[i: i + 256]) for i in range(0, n, 256)])
+    y_cls = y_cls - y_cls[torch.as_tensor(fit)].mean(0)  # centred on the fit sentences (no model has an intercept)
     real = ~pad
     ids = tok(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
     return {
@@ -300,7 +305,8 @@ def _layer_attention(model: str, n_heads: int, max_len: int, seed: int) -> Any:
     torch.manual_seed(seed)
     if model == "softmax":
         return SoftmaxAttention(_D, n_heads, implementation="explicit")
-    return ConvexAttention(_D, n_heads, max_len=max_len)
+    return ConvexAttention(_D, n_heads, max_len=max_len,
+                           parametrization="simplex" if model == "convex-simplex" else "softmax")
 
 
 def _layer_weights(attn: Any, x: Any, pad: Any) -> Any:
@@ -345,6 +351,8 @@ def _train_layer(ctx: RunContext, data: dict[str, Any], model: str, run_seed: in
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if model == "convex-simplex":
+            attn.project_()  # projected gradient: the rows back onto the simplex (exact zeros possible)
         if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.layer_steps:
             evaluate(t + 1)
         ck.maybe_save(t, model=attn, optimizer=opt, extra={**log, "seconds": seconds + time.perf_counter() - t0})
@@ -522,7 +530,8 @@ def _plt() -> Any:
     return plt
 
 
-_COLORS = {"softmax": "tab:blue", "convex": "tab:red", "twin": "tab:orange", "program": "black"}
+_COLORS = {"softmax": "tab:blue", "convex": "tab:red", "convex-simplex": "tab:purple", "twin": "tab:orange",
+           "program": "black"}
 
 
 def _error_figure(layer_runs: list[dict[str, Any]], head_runs: list[dict[str, Any]], program: dict[str, Any] | None,
