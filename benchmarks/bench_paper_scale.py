@@ -75,6 +75,13 @@ def main() -> None:
     p.add_argument(
         "--direction-samples", type=int, default=5000, help="samples for β_max and the first directions (0: all)"
     )
+    p.add_argument(
+        "--warm-samples",
+        type=int,
+        nargs="*",
+        default=[1000, 10000],
+        help="solve on these many first samples first, in turn (none: no warm start)",
+    )
     p.add_argument("--rank0", type=int, default=8)
     p.add_argument("--grow", type=int, default=4)
     p.add_argument("--max-rank", type=int, default=24)
@@ -113,6 +120,7 @@ def main() -> None:
         max_rank=args.max_rank,
         inner_tol=0.1 * args.tol,
         direction_samples=n_dir,
+        warm_samples=[v for v in args.warm_samples if v < n] or None,
         seed=args.seed,
         verbose=True,
     )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from attnduality.convex.operators import streamed_attention
 from attnduality.convex.operators.attention import GatedAttentionOperator
 from attnduality.convex.operators.streamed_attention import StreamedGatedAttention
 from attnduality.convex.streaming import ArrayTokens, MemmapTokens, write_tokens
@@ -23,8 +24,10 @@ def _data(n: int = 23, s: int = 5, d: int = 4, m: int = 3, seed: int = 0):
     return x, gates, gen
 
 
-@pytest.mark.parametrize("chunk,block", [(1, 1), (4, 10), (None, None)])
-def test_streamed_operator_equals_gated_operator(chunk, block):
+@pytest.mark.parametrize("chunk,block,cache", [(1, 1, None), (4, 10, None), (None, None, None), (None, 9, 1)])
+def test_streamed_operator_equals_gated_operator(chunk, block, cache, monkeypatch):
+    if cache is not None:  # one sample per inner step
+        monkeypatch.setattr(streamed_attention, "_CACHE_ENTRIES", cache)
     x, gates, gen = _data()
     c = 3
     ref = GatedAttentionOperator(x, gates, c, scale=0.7)
@@ -40,7 +43,10 @@ def test_streamed_operator_equals_gated_operator(chunk, block):
     torch.testing.assert_close(st.adjoint(g, stop=7), sub, rtol=1e-12, atol=1e-12)
 
 
-def test_subspace_features_reproduce_the_forward():
+@pytest.mark.parametrize("cache", [None, 1])
+def test_subspace_features_reproduce_the_forward(cache, monkeypatch):
+    if cache is not None:  # one sample per inner step
+        monkeypatch.setattr(streamed_attention, "_CACHE_ENTRIES", cache)
     x, gates, gen = _data()
     m, d, c, k = 3, 4, 2, 5
     ref = GatedAttentionOperator(x, gates, c)

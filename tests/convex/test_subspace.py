@@ -100,3 +100,27 @@ def test_subspace_solver_accepts_a_first_basis():
     assert res.objective == pytest.approx(exact.objective, rel=1e-6)
     with pytest.raises(ValueError, match=r"basis0 must be \(m, p, k\) = \(3, 16, 1\.\.16\)"):
         SubspaceSolver(max_rank=D * D).run(head, loss, problem.beta, basis0=basis0[:, :5])
+
+
+def test_subspace_solver_warm_start_on_a_subsample():
+    """Bases found on the first samples start the full problem; the certificate is still the full one."""
+    x, gates, loss, problem = _problem("ce")
+    head = StreamedGatedAttention(ArrayTokens(x), gates, C, scale=0.3)
+    solver = SubspaceSolver(tol=1e-7, rank0=4, grow=4, max_rank=D * D, max_rounds=20, warm_samples=[20, 40])
+    res = solver.run(head, loss, problem.beta)
+    assert res.status == "converged" and res.certificate.rel_gap <= 1e-7
+    exact = FISTA(tol=1e-10, max_iter=50_000).run(problem)
+    assert res.objective == pytest.approx(exact.objective, rel=1e-6)
+    assert problem.certificate(res.z()).rel_gap <= 1e-6  # the exact solver's certificate agrees
+    assert res.history["warm_time"][0] > 0 and res.history["warm_rel_gap"][0] <= 1e-7
+    # the subsample problem is a different one: its optimum is not the full optimum
+    sub = SubspaceSolver(tol=1e-7, rank0=4, grow=4, max_rank=D * D, max_rounds=20).run(
+        head.subset(40), loss.subset(40), problem.beta
+    )
+    assert abs(sub.objective - res.objective) > 1e-3 * abs(res.objective)
+    with pytest.raises(ValueError, match="warm_samples must be increasing sample counts >= 1"):
+        SubspaceSolver(warm_samples=0)
+    with pytest.raises(ValueError, match="warm_samples must be increasing"):
+        SubspaceSolver(warm_samples=[60, 30])
+    with pytest.raises(ValueError, match=r"stop must be in 1\.\.120"):
+        head.subset(121)

@@ -48,6 +48,12 @@ class Loss(ABC):
     def conjugate(self, theta: torch.Tensor) -> torch.Tensor:
         """``f*(Θ) = sup_U ⟨Θ, U⟩ − f(U)``; ``+inf`` outside the domain."""
 
+    def subset(self, stop: int) -> Loss:
+        """The same loss on the first ``stop`` samples (a sample-average, so comparable at the same ``β``)."""
+        if not 1 <= int(stop) <= self.n_samples:
+            raise ValueError(f"stop must be in 1..{self.n_samples}, got {stop}")
+        return type(self)(self.y[: int(stop)])
+
     def dual_feasible(self, grad: torch.Tensor, scale: float) -> torch.Tensor:
         """A dual point ``Θ = scale·∇f(U)``; every loss here keeps it inside dom f* for ``scale ∈ [0, 1]``."""
         return grad * scale

@@ -56,6 +56,12 @@ class TokenSource(ABC):
             hi = min(lo + size, stop)
             yield lo, hi, self.read(lo, hi, dtype)
 
+    def prefix(self, stop: int) -> TokenSource:
+        """The first ``stop`` samples as a source of their own (no copy)."""
+        if not 1 <= int(stop) <= self.n_samples:
+            raise ValueError(f"stop must be in 1..{self.n_samples}, got {stop}")
+        return _Prefix(self, int(stop))
+
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 3:
             raise ValueError(f"token features must be (n_samples, n_tokens, n_features), got shape {shape}")
@@ -75,6 +81,17 @@ class ArrayTokens(TokenSource):
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
         return self._x[lo:hi]
+
+
+class _Prefix(TokenSource):
+    """The first samples of another source."""
+
+    def __init__(self, parent: TokenSource, stop: int) -> None:
+        self._parent = parent
+        self._check_shape((stop, parent.n_tokens, parent.n_features))
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        return self._parent._read(lo, hi)
 
 
 class MemmapTokens(TokenSource):

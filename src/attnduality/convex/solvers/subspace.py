@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +63,8 @@ class SubspaceHead(Protocol):
     def adjoint_pairs(self, g: torch.Tensor, stop: int | None = None) -> torch.Tensor: ...
 
     def expand_pairs(self, pairs: torch.Tensor, j: int) -> torch.Tensor: ...
+
+    def subset(self, stop: int) -> SubspaceHead: ...
 
 
 class SubspaceOperator(LinearOperator):
@@ -103,6 +106,11 @@ class SubspaceResult:
     """``converged`` (full relative gap ≤ tol), ``max_rank``, ``max_rounds`` or ``max_time``."""
     n_rounds: int
     time: float
+    next_directions: torch.Tensor | None = None
+    """The directions the last scan would add next (m, p, ≤ grow): out-of-span top left singular vectors of
+    ``−A*∇f`` at the solution (``None`` when the rank limit left no room)."""
+    top_directions: torch.Tensor | None = None
+    """The top left singular vectors (m, p, ≤ grow) of ``−A*∇f`` at the solution, from the same scan."""
     history: dict[str, list[float]] = field(default_factory=dict)
     """Per full certificate: ``time``, ``rel_gap``, ``primal``, ``dual``, ``sigma_over_beta``, ``rank``; per restricted
     FISTA check: ``inner_time`` and ``inner_objective`` (the restricted objective is a full-problem primal value)."""
@@ -126,6 +134,7 @@ class SubspaceSolver:
         max_rounds: int = 10,
         max_time: float | None = None,
         direction_samples: int | None = None,
+        warm_samples: int | Sequence[int] | None = None,
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
@@ -137,6 +146,12 @@ class SubspaceSolver:
         self.inner_tol = float(inner_tol) if inner_tol is not None else 0.1 * self.tol
         self.inner_max_iter, self.max_rounds, self.max_time = int(inner_max_iter), int(max_rounds), max_time
         self.direction_samples, self.seed, self.verbose = direction_samples, int(seed), bool(verbose)
+        levels = () if warm_samples is None else (warm_samples,) if isinstance(warm_samples, int) else warm_samples
+        levels = tuple(int(v) for v in levels)
+        if any(v < 1 for v in levels) or any(b <= a for a, b in zip(levels, levels[1:], strict=False)):
+            raise ValueError(f"warm_samples must be increasing sample counts >= 1, got {warm_samples!r}")
+        self.warm_samples = warm_samples
+        self._levels = levels
 
     def _log(self, msg: str) -> None:
         if self.verbose:
@@ -150,10 +165,10 @@ class SubspaceSolver:
 
     def _scan(
         self, head: SubspaceHead, g: torch.Tensor, basis: torch.Tensor, count: int, stop: int | None = None
-    ) -> tuple[float, torch.Tensor]:
+    ) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One streamed adjoint ``−A*g`` (over samples ``0:stop``, rescaled to all), block by block: its largest
         spectral norm and, when ``count > 0``, new directions (m, p, count): the parts outside ``span(basis_j)`` of
-        the top ``count`` left singular vectors of each block, orthonormalised.
+        the top ``count`` left singular vectors of each block, orthonormalised; and those top vectors themselves.
 
         The top singular vectors of the whole block, not of its projection: at a restricted optimum
         ``‖Q_jᵀ A*∇f_j‖ ≤ β``, yet the violating directions are usually mixtures of the span and its complement, and
@@ -161,7 +176,7 @@ class SubspaceSolver:
         pairs = head.adjoint_pairs(g, stop)
         factor = head.n_samples / stop if stop is not None else 1.0
         gen = torch.Generator().manual_seed(self.seed)
-        sig_all, new = 0.0, []
+        sig_all, new, top = 0.0, [], []
         for j in range(head.n_gates):
             w = -factor * head.expand_pairs(pairs, j)
             if count == 0:
@@ -171,14 +186,67 @@ class SubspaceSolver:
             sig_all = max(sig_all, float(sigma[0]))
             q = basis[j]
             new.append(_orthonormalize(left, q if q.shape[-1] else None, gen))
+            top.append(left)
             del w
-        return sig_all, (torch.stack(new) if new else basis[..., :0])
+        empty = basis[..., :0]
+        return sig_all, (torch.stack(new) if new else empty), (torch.stack(top) if top else empty)
+
+    def _compact(self, res: SubspaceResult) -> torch.Tensor:
+        """Bases to carry to the next level: per block, the left singular vectors of the solution ``Q_j B_jᵀ`` and
+        the top left singular vectors of ``−A*∇f_j`` there (the directions where the dual norm is attained),
+        orthonormalised; ``≤ max_rank`` columns. Earlier basis directions that are neither are dropped, so the next
+        level has room to grow."""
+        blocks = []
+        for j in range(res.basis.shape[0]):
+            _, sv, vh = torch.linalg.svd(res.coef[j], full_matrices=False)
+            r = int((sv > 1e-6 * float(sv[0])).sum()) if float(sv[0]) > 0 else 0
+            cols = [res.basis[j] @ vh[:r].mT]
+            if res.top_directions is not None:
+                cols.append(res.top_directions[j])
+            blocks.append(torch.cat(cols, dim=-1)[:, : self.max_rank])
+        width = max(1, max(b.shape[-1] for b in blocks))
+        gen = torch.Generator().manual_seed(self.seed)
+        out = []
+        for b in blocks:  # equal widths: pad with random directions outside the span
+            q = torch.linalg.qr(b).Q if b.shape[-1] else b
+            pad = torch.randn(b.shape[0], width - b.shape[-1], generator=gen, dtype=b.dtype)
+            out.append(torch.cat([q, _orthonormalize(pad, q, gen)], dim=-1) if pad.shape[-1] else q)
+        return torch.stack(out)
+
+    def _warm_start(
+        self, head: SubspaceHead, loss: Loss, beta: float, basis0: torch.Tensor | None, levels: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, SubspaceResult]:
+        """Solve the problem on the first ``levels[-1]`` samples (itself warm-started on ``levels[:-1]``; same ``β``:
+        the loss is a sample average) and return its compacted bases (:meth:`_compact`), its solution in them, and
+        its result. One full pass costs ``N / levels[-1]`` subsample passes, so the subspaces are found on
+        subsamples and the full data only certify (and, if needed, extend) them."""
+        n_warm = levels[-1]
+        sub = SubspaceSolver(
+            tol=self.tol,
+            rank0=self.rank0,
+            grow=self.grow,
+            max_rank=self.max_rank,
+            inner_tol=self.inner_tol,
+            inner_max_iter=self.inner_max_iter,
+            max_rounds=self.max_rounds,
+            max_time=self.max_time,
+            direction_samples=self.direction_samples if self.direction_samples else None,
+            warm_samples=levels[:-1] or None,
+            seed=self.seed,
+            verbose=self.verbose,
+        )
+        self._log(f"warm start on the first {n_warm} of {head.n_samples} samples")
+        res = sub.run(head.subset(n_warm), loss.subset(n_warm), beta, basis0=basis0)
+        basis = self._compact(res)
+        coef = res.coef @ (res.basis.mT @ basis)  # the same Z = Q Bᵀ in the new bases
+        return basis, coef, res
 
     def run(self, head: SubspaceHead, loss: Loss, beta: float, basis0: torch.Tensor | None = None) -> SubspaceResult:
         """Solve ``min_Z f(A(Z)) + β Σ_j ‖Z_j‖_*`` for the streamed ``head`` to a full relative gap ≤ ``tol``.
 
         ``basis0`` (m, p, k0): first left bases (orthonormalised here), e.g. from a scan the caller already made;
-        by default the top ``rank0`` left singular vectors of ``A*∇f(0)``."""
+        by default the top ``rank0`` left singular vectors of ``A*∇f(0)``. With ``warm_samples``, the problem on
+        that many first samples is solved first and its bases (and solution) start the full problem."""
         if not (beta > 0 and math.isfinite(beta)):
             raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
         start = time.perf_counter()
@@ -186,20 +254,29 @@ class SubspaceSolver:
         dir_stop = self.direction_samples if self.direction_samples and self.direction_samples < n else None
         keys = ("time", "rel_gap", "primal", "dual", "sigma_over_beta", "rank")
         hist: dict[str, list[float]] = {k: [] for k in (*keys, "inner_time", "inner_objective")}
-        # start: directions of the gradient at Z = 0
         p = head.n_features**2
-        if basis0 is not None:
-            if basis0.ndim != 3 or basis0.shape[:2] != (m, p) or not 1 <= basis0.shape[2] <= self.max_rank:
-                raise ValueError(
-                    f"basis0 must be (m, p, k) = ({m}, {p}, 1..{self.max_rank}), got {tuple(basis0.shape)}"
-                )
+        if basis0 is not None and (
+            basis0.ndim != 3 or basis0.shape[:2] != (m, p) or not 1 <= basis0.shape[2] <= self.max_rank
+        ):
+            raise ValueError(f"basis0 must be (m, p, k) = ({m}, {p}, 1..{self.max_rank}), got {tuple(basis0.shape)}")
+        coef0: torch.Tensor | None = None
+        levels = tuple(v for v in self._levels if v < n)
+        if levels:
+            basis, coef0, warm = self._warm_start(head, loss, beta, basis0, levels)
+            basis = basis.to(dtype)
+            hist["warm_time"] = [warm.time]
+            hist["warm_rel_gap"] = [warm.certificate.rel_gap if warm.certificate else float("nan")]
+            self._log(f"warm start: {warm.status}, rank {basis.shape[-1]} per block, {warm.time:.0f}s")
+        elif basis0 is not None:
             basis = torch.linalg.qr(basis0.to(dtype)).Q
-        else:
+        else:  # directions of the gradient at Z = 0
             g0 = loss.grad(torch.zeros(n, c, dtype=dtype)).to(dtype)
-            _, basis = self._scan(head, g0, torch.zeros(m, p, 0, dtype=dtype), self.rank0, dir_stop)
+            _, basis, _ = self._scan(head, g0, torch.zeros(m, p, 0, dtype=dtype), self.rank0, dir_stop)
         h = torch.empty(self.max_rank, n, m, head.n_features, dtype=dtype)
         k = 0
-        coef: torch.Tensor | None = None
+        coef: torch.Tensor | None = coef0
+        more: torch.Tensor | None = None
+        top: torch.Tensor | None = None
         cert: Certificate | None = None
         status, rounds = "max_rounds", 0
         while rounds < self.max_rounds:
@@ -211,7 +288,7 @@ class SubspaceSolver:
             problem = CompositeProblem(loss, op, BlockNuclearNorm(), float(beta))
             z0 = op.zeros()
             if coef is not None:
-                z0[..., : coef.shape[-1]] = coef
+                z0[..., : coef.shape[-1]] = coef.to(dtype)
             offset = time.perf_counter() - start
             inner = FISTA(tol=self.inner_tol, max_iter=self.inner_max_iter).run(problem, z0=z0)
             hist["inner_time"] += [offset + t for t in inner.history.time]
@@ -225,7 +302,8 @@ class SubspaceSolver:
                 f"{time.perf_counter() - start:.0f}s"
             )
             room = min(self.grow, self.max_rank - k)
-            sigma, more = self._scan(head, g, basis, room)  # the full norm (certificate) and the next directions
+            sigma, more, top = self._scan(head, g, basis, self.grow)  # the full norm (certificate), directions
+            more = more[..., :room] if room > 0 else None
             cert = factored_certificate(problem, basis, coef, pred, sigma)
             elapsed = time.perf_counter() - start
             for key, val in zip(
@@ -242,6 +320,7 @@ class SubspaceSolver:
             if self.max_time is not None and elapsed >= self.max_time:
                 status = "max_time"
                 break
+            assert more is not None
             basis = torch.cat([basis, more], dim=-1)
         assert coef is not None
         return SubspaceResult(
@@ -252,5 +331,7 @@ class SubspaceSolver:
             status=status,
             n_rounds=rounds,
             time=time.perf_counter() - start,
+            next_directions=more,
+            top_directions=top,
             history=hist,
         )
