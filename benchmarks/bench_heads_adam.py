@@ -26,8 +26,8 @@ convex solver needed to reach ``T`` (first certificate check at or below it, fro
 certified lower bound (that would be a bug and is printed loudly).
 
 Curves (log suboptimality vs seconds, one panel per head) go to ``benchmarks/out/heads_adam.png``, the JSON to
-``benchmarks/out/bench_heads_adam.json``; ``--quick``, ``--heads`` (a subset) and ``--patch-feature-adjoint`` (an
-experiment, see :func:`patch_feature_adjoint`) add suffixes to both names so they never overwrite the full results.
+``benchmarks/out/bench_heads_adam.json``; ``--quick`` and ``--heads`` (a subset) add suffixes to both names so they
+never overwrite the full results.
 
     python benchmarks/bench_heads_adam.py [--quick] [--seed 0] [--threads 1] [--heads attn_gated mixer_gated …]
 """
@@ -180,21 +180,6 @@ def planted_data(spec: HeadSpec, n: int, s: int, d: int, c: int, seed: int) -> t
 def twin_objective(module: torch.nn.Module, loss: CrossEntropyLoss, x: torch.Tensor, beta: float) -> torch.Tensor:
     """The estimator's objective for the twin: mean cross-entropy + β · weight_decay()."""
     return loss.value(module(x)) + beta * module.weight_decay()
-
-
-def patch_feature_adjoint() -> None:
-    """EXPERIMENT, not in src (``--patch-feature-adjoint``): compute the cached-feature adjoint of the attention and
-    Mixer operators as ``(gᵀΦ)ᵀ`` instead of ``Φᵀg``. Same numbers up to rounding; on one thread ``Φᵀg`` with a
-    thin ``g`` (N, c) is several times slower than ``gᵀΦ`` in torch's CPU matmul."""
-    from attnduality.convex.operators import attention as att
-
-    def adjoint(self: Any, g: torch.Tensor) -> torch.Tensor:
-        acc = torch.zeros(self.n_outputs, self.n_features_lifted, dtype=self.dtype, device=self.device)
-        for lo, hi, phi in self._chunks():
-            acc += g[lo:hi].T @ phi
-        return self._z_from_matrix(acc.T)
-
-    att._FeatureOperator.adjoint = adjoint
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -454,14 +439,7 @@ def main() -> None:
     p.add_argument("--adam-steps", type=int, default=1_000_000, help="step limit of each Adam run")
     p.add_argument("--extra-heads", type=int, default=0, help="twin heads per gate beyond the convex max block rank")
     p.add_argument("--convex-repeats", type=int, default=2, help="convex fits per head (the fastest is reported)")
-    p.add_argument(
-        "--patch-feature-adjoint",
-        action="store_true",
-        help="experiment, not in src: (gᵀΦ)ᵀ adjoint of the cached-feature operators (see patch_feature_adjoint)",
-    )
     args = p.parse_args()
-    if args.patch_feature_adjoint:
-        patch_feature_adjoint()
     set_threads(args.threads)
     info = machine_info()  # before the runs: records the load average at the start
     if args.quick:
@@ -506,10 +484,8 @@ def main() -> None:
     )  # fmt: skip
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    # a run on a subset of the heads, or with the experimental patch, never overwrites the full results
-    suffix = ("_patched" if args.patch_feature_adjoint else "") + (
-        "" if args.heads == list(HEADS) else "_" + "-".join(args.heads)
-    )
+    # a run on a subset of the heads never overwrites the full results
+    suffix = "" if args.heads == list(HEADS) else "_" + "-".join(args.heads)
     png = OUT_DIR / f"heads_adam{suffix}{'_quick' if args.quick else ''}.png"
     plot(results, png)
     bugs = [res["key"] for res in results if res["below_lower_bound"]]

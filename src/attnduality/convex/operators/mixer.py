@@ -17,9 +17,11 @@ blocks ``Z̃^{(t,k)}``) reach the logits; the gates break this.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
-from .attention import _check_x, _FeatureOperator
+from .attention import _CACHE_LIMIT, _check_x, _FeatureOperator
 from .base import LinearOperator
 
 __all__ = ["LinearMixerOperator", "GatedMixerOperator", "mixer_masks", "sample_mixer_gates"]
@@ -76,8 +78,12 @@ class GatedMixerOperator(_FeatureOperator):
     """Gated-ReLU MLP-Mixer with GAP (gated analogue of Thm 4.2): ``Z`` (m, s², d·c), gates ``U`` (m, s, s).
 
     ``A(Z)_i = mean_r Σ_j Σ_{t,k} M_{ij}[r,k] X_i[t,k] Z4_j[t,r,:,k]``; equal to the token mean of
-    ``Σ_j Σ_h (M_j ⊙ W1_{jh} X) W2_{jh}``. Features ``φ_j[t, r, k] = M_j[r,k] X[t,k] / s`` (cached when small).
-    Pair with :class:`~attnduality.convex.penalties.BlockNuclearNorm`.
+    ``Σ_j Σ_h (M_j ⊙ W1_{jh} X) W2_{jh}``. The lifted features ``φ_j[t, r, k] = M_j[r,k] X[t,k] / s`` (m·s²·d per
+    sample) are a product of a token factor and a mask factor, so they are never formed for the products: per channel
+    ``k``, one GEMM with ``X[:, :, k]`` (N, s) and a masked reduction over ``r`` (forward), or the masked ``G`` and
+    one GEMM (adjoint); only the masks (m·s·d per sample) are cached. Same flops as a product with cached features,
+    a factor ``s`` less memory traffic (10× faster at N = 400, s = 16, d = 8, m = 8). :meth:`features` still
+    gives ``φ`` for inspection. Pair with :class:`~attnduality.convex.penalties.BlockNuclearNorm`.
     """
 
     def __init__(self, x: torch.Tensor, gates: torch.Tensor, n_outputs: int, cache: bool | None = None) -> None:
@@ -88,9 +94,44 @@ class GatedMixerOperator(_FeatureOperator):
         self.gates = gates.to(dtype=x.dtype, device=x.device)
         self.n_gates = int(gates.shape[0])
         self.n_features_lifted = self.n_gates * s * s * d
-        self.per_sample_work = self.n_gates * (s * d + s * s * d)
+        self.per_sample_work = self.n_gates * s * s * max(d, int(n_outputs))
         self.z_shape = (self.n_gates, s * s, d * int(n_outputs))
-        self._setup(x, n_outputs, cache, 1.0)
+        self._setup(x, n_outputs, False, 1.0)
+        n, m = self.n_samples, self.n_gates
+        if cache is None:
+            cache = n * m * s * d <= _CACHE_LIMIT
+        # channel-major copies: X as (d, N, s) and the masks as (d, N, m, s)
+        self._xk = x.permute(2, 0, 1).contiguous()
+        self._mk = self._masks_k(0, n) if cache else None
+
+    def _masks_k(self, lo: int, hi: int) -> torch.Tensor:
+        return self.masks(lo, hi).permute(3, 0, 1, 2).contiguous()  # (d, n, m, s) [k, n, j, r]
+
+    def _blocks(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        if self._mk is not None:
+            yield 0, self.n_samples, self._mk
+            return
+        for lo in range(0, self.n_samples, self.chunk):
+            hi = min(lo + self.chunk, self.n_samples)
+            yield lo, hi, self._masks_k(lo, hi)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        m, s, d, c = self.n_gates, self.n_tokens, self.n_features, self.n_outputs
+        zk = z.reshape(m, s, s, c, d).permute(4, 1, 0, 2, 3).reshape(d, s, m * s * c)  # [k, t, (j, r, p)]
+        out = torch.empty(self.n_samples, c, dtype=self.dtype, device=self.device)
+        for lo, hi, mk in self._blocks():
+            y = torch.bmm(self._xk[:, lo:hi], zk).view(d, hi - lo, m * s, c)  # Σ_t X[t,k] Z4[j,t,r,:,k]
+            out[lo:hi] = torch.einsum("knq,knqp->np", mk.view(d, hi - lo, m * s), y) / s
+        return out
+
+    def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        m, s, d, c = self.n_gates, self.n_tokens, self.n_features, self.n_outputs
+        acc = torch.zeros(d, s, m * s * c, dtype=self.dtype, device=self.device)
+        for lo, hi, mk in self._blocks():
+            mg = (mk.view(d, hi - lo, m * s, 1) * g[lo:hi, None, :]).view(d, hi - lo, m * s * c)
+            acc.baddbmm_(self._xk[:, lo:hi].mT, mg)  # Σ_n X[n,t,k] M[n,j,r,k] G[n,p]
+        acc /= s
+        return acc.view(d, s, m, s, c).permute(2, 1, 3, 4, 0).reshape(self.z_shape)
 
     def masks(self, lo: int = 0, hi: int | None = None) -> torch.Tensor:
         """``M[n, j, r, k]`` for samples ``lo:hi`` (n, m, s, d)."""

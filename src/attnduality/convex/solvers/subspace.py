@@ -112,8 +112,10 @@ class SubspaceResult:
     top_directions: torch.Tensor | None = None
     """The top left singular vectors (m, p, ≤ grow) of ``−A*∇f`` at the solution, from the same scan."""
     history: dict[str, list[float]] = field(default_factory=dict)
-    """Per full certificate: ``time``, ``rel_gap``, ``primal``, ``dual``, ``sigma_over_beta``, ``rank``; per restricted
-    FISTA check: ``inner_time`` and ``inner_objective`` (the restricted objective is a full-problem primal value)."""
+    """Per certificate: ``time``, ``rel_gap``, ``primal``, ``dual``, ``sigma_over_beta``, ``rank`` and ``samples`` (the
+    level: warm-start levels certify their own subsample problem, listed first; the last level is the full problem);
+    per restricted FISTA check: ``inner_time``, ``inner_objective`` (a primal value of that level's problem) and
+    ``inner_samples``; with warm starts also ``warm_time`` and ``warm_rel_gap``. Times count from this call."""
 
     def z(self) -> torch.Tensor:
         """The dense solution (m, p, q) (only for sizes where it fits)."""
@@ -252,8 +254,8 @@ class SubspaceSolver:
         start = time.perf_counter()
         m, n, c, dtype = head.n_gates, head.n_samples, head.n_outputs, head.dtype
         dir_stop = self.direction_samples if self.direction_samples and self.direction_samples < n else None
-        keys = ("time", "rel_gap", "primal", "dual", "sigma_over_beta", "rank")
-        hist: dict[str, list[float]] = {k: [] for k in (*keys, "inner_time", "inner_objective")}
+        keys = ("time", "rel_gap", "primal", "dual", "sigma_over_beta", "rank", "samples")
+        hist: dict[str, list[float]] = {k: [] for k in (*keys, "inner_time", "inner_objective", "inner_samples")}
         p = head.n_features**2
         if basis0 is not None and (
             basis0.ndim != 3 or basis0.shape[:2] != (m, p) or not 1 <= basis0.shape[2] <= self.max_rank
@@ -264,6 +266,8 @@ class SubspaceSolver:
         if levels:
             basis, coef0, warm = self._warm_start(head, loss, beta, basis0, levels)
             basis = basis.to(dtype)
+            for key, vals in warm.history.items():  # the subsample levels' certificates come first
+                hist[key] = list(vals)
             hist["warm_time"] = [warm.time]
             hist["warm_rel_gap"] = [warm.certificate.rel_gap if warm.certificate else float("nan")]
             self._log(f"warm start: {warm.status}, rank {basis.shape[-1]} per block, {warm.time:.0f}s")
@@ -293,6 +297,7 @@ class SubspaceSolver:
             inner = FISTA(tol=self.inner_tol, max_iter=self.inner_max_iter).run(problem, z0=z0)
             hist["inner_time"] += [offset + t for t in inner.history.time]
             hist["inner_objective"] += list(inner.history.objective)
+            hist["inner_samples"] += [float(n)] * len(inner.history.time)
             coef = inner.z
             pred = op.forward(coef)
             g = loss.grad(pred).to(dtype)
@@ -307,7 +312,7 @@ class SubspaceSolver:
             cert = factored_certificate(problem, basis, coef, pred, sigma)
             elapsed = time.perf_counter() - start
             for key, val in zip(
-                keys, (elapsed, cert.rel_gap, cert.primal, cert.dual, sigma / beta, float(k)), strict=True
+                keys, (elapsed, cert.rel_gap, cert.primal, cert.dual, sigma / beta, float(k), float(n)), strict=True
             ):
                 hist[key].append(val)
             self._log(f"  full certificate: rel gap {cert.rel_gap:.3e}, σ/β = {sigma / beta:.5f}, {elapsed:.0f}s")
