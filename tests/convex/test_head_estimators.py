@@ -496,3 +496,35 @@ def test_multi_head_factors_q_k_v_w(case):
     torch.testing.assert_close(out, twin(x).detach(), rtol=1e-9, atol=1e-11)
     with pytest.raises(ValueError, match="expected w1"):
         attention_factors(twin.w1.detach()[..., :1], twin.w2.detach())
+
+
+@pytest.mark.parametrize("case", ["attn-reg-linear", "attn-clf-gated", "mixer-clf-gated", "fno-reg-gated"])
+def test_beta_max_is_the_smallest_beta_with_zero_solution(case):
+    cls, params, d, y, _ = CASES[case]
+    x = _data(d)
+    est = cls(**FAST, **params)
+    bmax = est.beta_max(x, y)
+    assert bmax > 0 and np.isfinite(bmax)
+    with pytest.raises(NotFittedError):  # computed on a clone
+        est.predict(x)
+    above = clone(est).set_params(beta=1.01 * bmax).fit(x, y)
+    assert np.abs(above.coef_).max() == 0.0
+    below = clone(est).set_params(beta=0.9 * bmax).fit(x, y)
+    assert np.abs(below.coef_).max() > 1e-6
+
+
+def test_beta_max_for_mlp_and_token_lasso():
+    from attnduality.convex import ConvexMLPRegressor, TokenLassoRegressor
+
+    rng = np.random.default_rng(0)
+    x2, y2 = rng.standard_normal((30, 3)), rng.standard_normal(30)
+    x3, y3 = _data(2), Y_REG[:, 0]
+    for est, x, y in [
+        (ConvexMLPRegressor(n_gates=8, random_state=0, tol=1e-8), x2, y2),
+        (TokenLassoRegressor(tol=1e-8), x3, y3),
+    ]:
+        bmax = est.beta_max(x, y)
+        assert np.abs(clone(est).set_params(beta=1.01 * bmax).fit(x, y).coef_).max() == 0.0
+        assert np.abs(clone(est).set_params(beta=0.9 * bmax).fit(x, y).coef_).max() > 1e-6
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+        ConvexMLPRegressor(beta=-1.0).beta_max(x2, y2)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.metaestimators import available_if
@@ -27,6 +27,7 @@ from ..operators import LinearOperator
 from ..penalties import Penalty
 from ..problem import CompositeProblem
 from ..solvers import FISTA, SolveResult
+from ..solvers.path import beta_max
 
 __all__ = ["ConvexEstimator", "RegressorTask", "ClassifierTask"]
 
@@ -90,6 +91,20 @@ class ConvexEstimator(BaseEstimator):
         raise NotImplementedError
 
     # --- fit ----------------------------------------------------------------------------------------------
+    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:  # noqa: N803
+        """Validated inputs, the loss on the targets, and the number of outputs (the task's part of ``fit``)."""
+        raise NotImplementedError
+
+    def beta_max(self, X: Any, y: Any) -> float:  # noqa: N803
+        """``β_max = R°(A*∇f(0))`` of this estimator's program on ``(X, y)``: the smallest ``beta`` at which
+        ``Z = 0`` is optimal, so ``beta`` can be set as a fraction of it. Computed on a clone (``self`` stays
+        unfitted); with sampled gates, fix ``random_state`` (or pass ``gates``) so that ``fit`` uses the same ones."""
+        est = clone(self)
+        est._check_params()
+        x, loss, n_outputs = est._prepare_fit(X, y)
+        operator, penalty = est._setup_head(est._features(x), n_outputs)
+        return float(beta_max(CompositeProblem(loss, operator, penalty, 1.0)))
+
     def _fit_targets(self, x: np.ndarray, loss: Loss, n_outputs: int) -> None:
         xt = self._features(x)
         operator, penalty = self._setup_head(xt, n_outputs)
@@ -126,13 +141,16 @@ class RegressorTask(RegressorMixin):
     def fit(self, X: Any, y: Any) -> RegressorTask:  # noqa: N803
         """Solve the convex program on ``(X, y)``; returns ``self``."""
         self._check_params()
+        self._fit_targets(*self._prepare_fit(X, y))
+        return self
+
+    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:  # noqa: N803
         if self.loss != "squared":
             raise ValueError(f"{type(self).__name__} supports loss='squared' only, got {self.loss!r}")
         X, y = self._validate_fit_data(X, y, multi_output=True, y_numeric=True)  # noqa: N806
         self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)
-        self._fit_targets(X, SquaredLoss(self._tensor(y2)), y2.shape[1])
-        return self
+        return X, SquaredLoss(self._tensor(y2)), y2.shape[1]
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
         out = self._decision(X).detach().cpu().numpy().astype(np.float64)
@@ -150,6 +168,10 @@ class ClassifierTask(ClassifierMixin):
     def fit(self, X: Any, y: Any) -> ClassifierTask:  # noqa: N803
         """Solve the convex program on ``(X, y)``; returns ``self``."""
         self._check_params()
+        self._fit_targets(*self._prepare_fit(X, y))
+        return self
+
+    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:  # noqa: N803
         if self.loss not in ("cross_entropy", "logistic", "squared"):
             raise ValueError(f"loss must be 'cross_entropy', 'logistic' or 'squared', got {self.loss!r}")
         X, y = self._validate_fit_data(X, y)  # noqa: N806
@@ -173,8 +195,7 @@ class ClassifierTask(ClassifierMixin):
         else:
             loss = CrossEntropyLoss(torch.as_tensor(idx, device=torch.device(self.device)))
             n_out = k
-        self._fit_targets(X, loss, n_out)
-        return self
+        return X, loss, n_out
 
     def decision_function(self, X: Any) -> np.ndarray:  # noqa: N803
         out = self._decision(X).detach().cpu().numpy().astype(np.float64)
