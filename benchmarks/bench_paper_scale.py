@@ -70,11 +70,11 @@ def teacher_labels(head: StreamedGatedAttention, c: int, seed: int) -> torch.Ten
 def main() -> None:
     p = base_parser(__doc__)
     p.set_defaults(threads=2)
-    p.add_argument("--beta-frac", type=float, default=0.1, help="β as a fraction of the estimated β_max")
+    p.add_argument("--beta-frac", type=float, default=0.3, help="β as a fraction of the estimated β_max")
     p.add_argument("--tol", type=float, default=1e-3, help="target full relative duality gap")
     p.add_argument("--n", type=int, default=None, help="number of samples (default: the paper's 50,000)")
     p.add_argument(
-        "--direction-samples", type=int, default=5000, help="samples for β_max and the first directions (0: all)"
+        "--direction-samples", type=int, default=1000, help="samples for β_max and the first directions (0: all)"
     )
     p.add_argument(
         "--warm-samples",
@@ -84,7 +84,7 @@ def main() -> None:
         help="solve on these many first samples first, in turn (none: no warm start)",
     )
     p.add_argument("--rank0", type=int, default=8)
-    p.add_argument("--grow", type=int, default=4)
+    p.add_argument("--grow", type=int, default=8)
     p.add_argument("--max-rank", type=int, default=24)
     args = p.parse_args()
     set_threads(args.threads)

@@ -528,3 +528,17 @@ def test_beta_max_for_mlp_and_token_lasso():
         assert np.abs(clone(est).set_params(beta=0.9 * bmax).fit(x, y).coef_).max() > 1e-6
     with pytest.raises(ValueError, match="beta must be a finite number > 0"):
         ConvexMLPRegressor(beta=-1.0).beta_max(x2, y2)
+
+
+def test_max_time_stops_with_a_certificate_and_a_warning():
+    from sklearn.exceptions import ConvergenceWarning
+
+    cls, params, d, y, _ = CASES["mixer-clf-gated"]
+    est = cls(**(FAST | {"tol": 1e-14, "max_time": 1e-3}), **params)
+    with pytest.warns(ConvergenceWarning, match="status='max_time'"):
+        est.fit(_data(d), y)
+    assert est.status_ == "max_time" and est.certificate_.rel_gap > 1e-14
+    assert np.isfinite(est.coef_).all() and np.isfinite(est.certificate_.rel_gap)
+    for bad in (0.0, -1.0, float("nan"), "1"):
+        with pytest.raises(ValueError, match="max_time must be None or a number of seconds > 0"):
+            cls(**(FAST | {"max_time": bad}), **params).fit(_data(d), y)

@@ -50,6 +50,11 @@ class ConvexEstimator(BaseEstimator):
             raise ValueError(f"tol must be > 0, got {self.tol!r}")
         if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
             raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        max_time = self.max_time
+        if max_time is not None and (
+            not isinstance(max_time, numbers.Real) or isinstance(max_time, bool) or not max_time > 0
+        ):
+            raise ValueError(f"max_time must be None or a number of seconds > 0, got {max_time!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
 
@@ -81,7 +86,7 @@ class ConvexEstimator(BaseEstimator):
         raise NotImplementedError
 
     def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
-        solver = FISTA(tol=self.tol, max_iter=self.max_iter)
+        solver = FISTA(tol=self.tol, max_iter=self.max_iter, max_time=self.max_time)
         return solver.run(CompositeProblem(loss, operator, penalty, float(self.beta)))
 
     def _store_solution(self, result: SolveResult) -> None:

@@ -349,6 +349,9 @@ _ATTENTION_DOC = """
         Target relative duality gap of the FISTA solve.
     max_iter : int, default=10000
         Maximum number of FISTA iterations.
+    max_time : float or None, default=None
+        Wall-clock limit of the solve in seconds; a fit stopped by it says so (``status_ == "max_time"``, a
+        ``ConvergenceWarning``) and keeps its certificate.
     random_state : int, RandomState instance or None, default=None
         Seeds the gate sampler.
     device : str, default="cpu"
@@ -379,6 +382,7 @@ class ConvexAttentionRegressor(RegressorTask, _AttentionHead):
         loss: str = "squared",
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -391,6 +395,7 @@ class ConvexAttentionRegressor(RegressorTask, _AttentionHead):
         self.loss = loss
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -412,6 +417,7 @@ class ConvexAttentionClassifier(ClassifierTask, _AttentionHead):
         loss: str = "cross_entropy",
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -424,6 +430,7 @@ class ConvexAttentionClassifier(ClassifierTask, _AttentionHead):
         self.loss = loss
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -478,7 +485,7 @@ _MIXER_DOC = """
         Number of gates sampled when ``gates`` is None (``kind="gated_relu"`` only).
     gates : ndarray of shape (m, s, s), default=None
         Explicit gates (``kind="gated_relu"`` only); overrides ``n_gates`` and ``random_state``.
-    beta, loss, tol, max_iter, random_state, device, dtype
+    beta, loss, tol, max_iter, max_time, random_state, device, dtype
         As for :class:`ConvexAttentionRegressor`.
 
     There is no ``fit_intercept``. ``X`` is (N, s, d). See :mod:`attnduality.convex.estimators.heads` for the
@@ -501,6 +508,7 @@ class ConvexMixerRegressor(RegressorTask, _MixerHead):
         loss: str = "squared",
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -512,6 +520,7 @@ class ConvexMixerRegressor(RegressorTask, _MixerHead):
         self.loss = loss
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -532,6 +541,7 @@ class ConvexMixerClassifier(ClassifierTask, _MixerHead):
         loss: str = "cross_entropy",
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -543,6 +553,7 @@ class ConvexMixerClassifier(ClassifierTask, _MixerHead):
         self.loss = loss
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -636,7 +647,7 @@ _FNO_DOC = """
         Number of gates per group sampled when ``gates`` is None (``kind="gated_relu"`` only).
     gates : ndarray of shape (B, m, s, d/B), default=None
         Explicit gates (``kind="gated_relu"`` only); overrides ``n_gates`` and ``random_state``.
-    beta, loss, tol, max_iter, random_state, device, dtype
+    beta, loss, tol, max_iter, max_time, random_state, device, dtype
         As for :class:`ConvexAttentionRegressor`.
 
     There is no ``fit_intercept``. ``X`` is (N, s, d). Fitted ``grid_`` and ``blocks_`` hold the grid and B used. See
@@ -661,6 +672,7 @@ class ConvexFNORegressor(RegressorTask, _FNOHead):
         loss: str = "squared",
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -674,6 +686,7 @@ class ConvexFNORegressor(RegressorTask, _FNOHead):
         self.loss = loss
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -696,6 +709,7 @@ class ConvexFNOClassifier(ClassifierTask, _FNOHead):
         loss: str = "cross_entropy",
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -709,6 +723,7 @@ class ConvexFNOClassifier(ClassifierTask, _FNOHead):
         self.loss = loss
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype

@@ -31,6 +31,7 @@ class NuclearNormClassifier(ClassifierTask, _LinearHead):
         fit_intercept: bool = False,
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -40,6 +41,7 @@ class NuclearNormClassifier(ClassifierTask, _LinearHead):
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -55,6 +57,7 @@ class NuclearNormRegressor(RegressorTask, _LinearHead):
         fit_intercept: bool = False,
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -64,6 +67,7 @@ class NuclearNormRegressor(RegressorTask, _LinearHead):
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype

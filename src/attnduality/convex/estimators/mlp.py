@@ -111,6 +111,7 @@ class ConvexMLPRegressor(RegressorTask, _MLPHead):
         fit_intercept: bool = False,
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -123,6 +124,7 @@ class ConvexMLPRegressor(RegressorTask, _MLPHead):
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -141,6 +143,7 @@ class ConvexMLPClassifier(ClassifierTask, _MLPHead):
         fit_intercept: bool = False,
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -153,6 +156,7 @@ class ConvexMLPClassifier(ClassifierTask, _MLPHead):
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype

@@ -294,7 +294,8 @@ class _TokenLasso(ConvexEstimator):
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size == 0 or not np.isfinite(betas).all() or (betas <= 0).any():
             raise ValueError("betas must be a non-empty 1-D sequence of finite numbers > 0")
-        results = solve_path(problem, betas.tolist(), FISTA(tol=self.tol, max_iter=self.max_iter))
+        solver = FISTA(tol=self.tol, max_iter=self.max_iter, max_time=self.max_time)  # max_time per β
+        results = solve_path(problem, betas.tolist(), solver)
         summaries = [self._summary(r.z.detach().cpu()) for r in results]
         self._path = TokenPath(
             betas=betas,
@@ -377,6 +378,9 @@ _PARAMS_DOC = """
         Target relative duality gap of the FISTA solve.
     max_iter : int, default=10000
         Maximum number of FISTA iterations.
+    max_time : float or None, default=None
+        Wall-clock limit of the solve in seconds; a fit stopped by it says so (``status_ == "max_time"``, a
+        ``ConvergenceWarning``) and keeps its certificate.
     random_state : int, RandomState instance or None, default=None
         Seeds the gate sampler.
     device : str, default="cpu"
@@ -403,6 +407,7 @@ class TokenLassoRegressor(RegressorTask, _TokenLasso):
         loss: str = "squared",
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -417,6 +422,7 @@ class TokenLassoRegressor(RegressorTask, _TokenLasso):
         self.loss = loss
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -441,6 +447,7 @@ class TokenLassoClassifier(ClassifierTask, _TokenLasso):
         loss: str = "cross_entropy",
         tol: float = 1e-6,
         max_iter: int = 10_000,
+        max_time: float | None = None,
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -455,6 +462,7 @@ class TokenLassoClassifier(ClassifierTask, _TokenLasso):
         self.loss = loss
         self.tol = tol
         self.max_iter = max_iter
+        self.max_time = max_time
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
