@@ -22,12 +22,19 @@ per round; the new columns are the out-of-span parts of the top left singular ve
 pass. Using subsamples for later directions was tried and dropped: a rescaled 25% subsample overestimated ``σ/β``
 by 45% at the restricted optimum and its directions did not reduce the full violation.
 
+Warm starts (``warm_samples=[n_1, n_2, …]``): the same problem on the first ``n_1``, then ``n_2``, … samples (same
+``β``: every loss here is a sample average) is solved and certified first, each level starting from the previous
+one's compacted bases (the solution's left singular vectors and the top left singular vectors of ``−A*∇f``). A pass
+over ``n`` samples costs ``n/N`` of a full pass, and the full problem's first certificate gap was measured to track
+``1/n_last − 1/N`` (the sampling noise between the subspaces): at the paper's size the levels 1,000 and 10,000 let
+one full pass certify 4.3e-4 (BENCHMARKS.md §6).
+
 The head supplies its pieces through a small protocol (see
 :class:`~attnduality.convex.operators.streamed_attention.StreamedGatedAttention`): ``n_samples``, ``n_outputs``,
 ``n_gates``, ``n_features``, ``dtype``, ``subspace_features(basis, out)`` → ``H`` (k, N, m, r) with
 ``A(Q Bᵀ)_i[b] = Σ_{j,q,l} H[q, i, j, l] B_j[(l, b), q]``, and the adjoint in a compact form,
 ``adjoint_pairs(g, stop)``, whose block ``j`` ``expand_pairs(compact, j)`` is ``(A*g)_j`` (p, r·c): one dense block
-at a time is held.
+at a time is held; and ``subset(stop)``, the same head on the first samples (for warm starts).
 """
 
 from __future__ import annotations
