@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--rank0", type=int, default=8)
     p.add_argument("--grow", type=int, default=8)
     p.add_argument("--max-rank", type=int, default=24)
+    p.add_argument("--max-time", type=float, default=None, help="stop after the first certificate past this (s)")
     args = p.parse_args()
     set_threads(args.threads)
     n, s, d, c, m = (2000, 49, 20, 10, 5) if args.quick else (50_000, 196, 100, 100, 5)
@@ -122,6 +123,7 @@ def main() -> None:
         inner_tol=0.1 * args.tol,
         direction_samples=n_dir,
         warm_samples=[v for v in args.warm_samples if v < n] or None,
+        max_time=args.max_time,
         seed=args.seed,
         verbose=True,
     )
@@ -161,7 +163,8 @@ def main() -> None:
         f"{t_data / 60:.1f} min to write/label the data), peak RSS {rss_gb:.2f} GB, ranks {z_rank}",
         flush=True,
     )
-    write_json(out_name(NAME, args.quick), {"machine": machine_info(), "args": vars(args), "result": row})
+    name = NAME if args.beta_frac == 0.3 else f"{NAME}_beta{args.beta_frac:g}"
+    write_json(out_name(name, args.quick), {"machine": machine_info(), "args": vars(args), "result": row})
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
     hist = res.history
     inner_n, cert_n = np.array(hist["inner_samples"]), np.array(hist["samples"])
@@ -182,7 +185,7 @@ def main() -> None:
     ax[1].legend(fontsize=7)
     fig.suptitle(f"gated self-attention N={n}, s={s}, d={d}, c={c}, m={m} (synthetic features)")
     fig.tight_layout()
-    fig.savefig(OUT_DIR / ("paper_scale_quick.png" if args.quick else "paper_scale.png"), dpi=120)
+    fig.savefig(OUT_DIR / f"{name.removeprefix('bench_')}{'_quick' if args.quick else ''}.png", dpi=120)
 
 
 if __name__ == "__main__":
