@@ -24,7 +24,7 @@ to rescaling β; objectives are always computed on the data as given.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -93,12 +93,18 @@ class _FeatureOperator(LinearOperator):
         raise NotImplementedError
 
     def _chunks(self) -> Iterator[tuple[int, int, torch.Tensor]]:
-        if self._cache is not None:
-            yield 0, self.n_samples, self._cache
+        return self._cached_or_chunked(self._cache, self._features)
+
+    def _cached_or_chunked(
+        self, cache: torch.Tensor | None, make: Callable[[int, int], torch.Tensor]
+    ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(lo, hi, part)`` over all samples: the cached whole when there is one, else ``make(lo, hi)`` per chunk."""
+        if cache is not None:
+            yield 0, self.n_samples, cache
             return
         for lo in range(0, self.n_samples, self.chunk):
             hi = min(lo + self.chunk, self.n_samples)
-            yield lo, hi, self._features(lo, hi)
+            yield lo, hi, make(lo, hi)
 
     def features(self) -> torch.Tensor:
         """All per-sample features (N, F), ``F`` = :attr:`n_features_lifted` (for inspection and small problems)."""

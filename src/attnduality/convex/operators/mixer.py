@@ -109,12 +109,7 @@ class GatedMixerOperator(_FeatureOperator):
         return self.masks(lo, hi).permute(3, 0, 1, 2).contiguous()  # (d, n, m, s) [k, n, j, r]
 
     def _blocks(self) -> Iterator[tuple[int, int, torch.Tensor]]:
-        if self._mk is not None:
-            yield 0, self.n_samples, self._mk
-            return
-        for lo in range(0, self.n_samples, self.chunk):
-            hi = min(lo + self.chunk, self.n_samples)
-            yield lo, hi, self._masks_k(lo, hi)
+        return self._cached_or_chunked(self._mk, self._masks_k)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         m, s, d, c = self.n_gates, self.n_tokens, self.n_features, self.n_outputs

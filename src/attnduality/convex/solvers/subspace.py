@@ -113,9 +113,6 @@ class SubspaceResult:
     """``converged`` (full relative gap ≤ tol), ``max_rank``, ``max_rounds`` or ``max_time``."""
     n_rounds: int
     time: float
-    next_directions: torch.Tensor | None = None
-    """The directions the last scan would add next (m, p, ≤ grow): out-of-span top left singular vectors of
-    ``−A*∇f`` at the solution (``None`` when the rank limit left no room)."""
     top_directions: torch.Tensor | None = None
     """The top left singular vectors (m, p, ≤ grow) of ``−A*∇f`` at the solution, from the same scan."""
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -176,8 +173,8 @@ class SubspaceSolver:
         self, head: SubspaceHead, g: torch.Tensor, basis: torch.Tensor, count: int, stop: int | None = None
     ) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One streamed adjoint ``−A*g`` (over samples ``0:stop``, rescaled to all), block by block: its largest
-        spectral norm and, when ``count > 0``, new directions (m, p, count): the parts outside ``span(basis_j)`` of
-        the top ``count`` left singular vectors of each block, orthonormalised; and those top vectors themselves.
+        spectral norm, new directions (m, p, count): the parts outside ``span(basis_j)`` of the top ``count ≥ 1``
+        left singular vectors of each block, orthonormalised; and those top vectors themselves.
 
         The top singular vectors of the whole block, not of its projection: at a restricted optimum
         ``‖Q_jᵀ A*∇f_j‖ ≤ β``, yet the violating directions are usually mixtures of the span and its complement, and
@@ -188,17 +185,13 @@ class SubspaceSolver:
         sig_all, new, top = 0.0, [], []
         for j in range(head.n_gates):
             w = -factor * head.expand_pairs(pairs, j)
-            if count == 0:
-                sig_all = max(sig_all, float(top_singular_pairs(w, k=1, tol=self._sigma_tol(w), seed=self.seed)[0][0]))
-                continue
             sigma, left, _ = top_singular_pairs(w, k=count, tol=self._sigma_tol(w), seed=self.seed)
             sig_all = max(sig_all, float(sigma[0]))
             q = basis[j]
             new.append(_orthonormalize(left, q if q.shape[-1] else None, gen))
             top.append(left)
             del w
-        empty = basis[..., :0]
-        return sig_all, (torch.stack(new) if new else empty), (torch.stack(top) if top else empty)
+        return sig_all, torch.stack(new), torch.stack(top)
 
     def _compact(self, res: SubspaceResult) -> torch.Tensor:
         """Bases to carry to the next level: per block, the left singular vectors of the solution ``Q_j B_jᵀ`` and
@@ -343,7 +336,6 @@ class SubspaceSolver:
             status=status,
             n_rounds=rounds,
             time=time.perf_counter() - start,
-            next_directions=more,
             top_directions=top,
             history=hist,
         )
