@@ -367,7 +367,7 @@ def test_estimator_float32_loose_tolerance(cls):
     assert e32.objective_ >= e64.certificate_.dual
     out = _decision(e32, x)
     assert out.dtype == np.float64
-    np.testing.assert_allclose(out, _decision(e64, x), atol=0.1)
+    np.testing.assert_allclose(out, _decision(e64, x), atol=0.2)  # outputs ~10, a gap of 1e-3: ~sqrt(gap) sensitivity
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,18 @@ class Certificate:
         return self.dual
 
 
-def duality_gap(problem: CompositeProblem, z: torch.Tensor, u: torch.Tensor) -> Certificate:
-    """The certificate at ``Z`` with predictions ``u = A(Z)``; losses are evaluated in float64."""
+def duality_gap(
+    problem: CompositeProblem,
+    z: torch.Tensor,
+    u: torch.Tensor,
+    dual_point: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Certificate:
+    """The certificate at ``Z`` with predictions ``u = A(Z)``; losses are evaluated in float64.
+
+    ``dual_point = (Θ, A*Θ)``, when a solver has a better dual estimate than ``∇f(AZ)`` (the semismooth Newton
+    solver's multiplier), is scaled into ``R°(−A*Θ) ≤ β`` the same way and the larger of the two dual values is
+    kept; a point outside ``dom f*`` is ignored.
+    """
     g = problem.loss.grad(u)
     r = float(problem.penalty.dual_norm(-problem.operator.adjoint(g)))
     u64 = u.double()
@@ -53,6 +63,13 @@ def duality_gap(problem: CompositeProblem, z: torch.Tensor, u: torch.Tensor) -> 
         scale = 0.0
     theta = problem.loss.dual_feasible(g, scale)
     dual = -float(problem.loss.conjugate(theta))
+    if dual_point is not None:
+        th, adj_th = dual_point
+        r_th = float(problem.penalty.dual_norm(-adj_th))
+        s_th = 1.0 if r_th <= problem.beta else problem.beta / r_th
+        other = -float(problem.loss.conjugate(s_th * th.double()))
+        if math.isfinite(other) and other > dual:
+            dual = other
     if not math.isfinite(primal):
         return Certificate(primal, dual, math.inf, math.inf, r)
     gap = max(primal - dual, 0.0)

@@ -41,6 +41,10 @@ class Loss(ABC):
         return self.value(u), self.grad(u)
 
     @abstractmethod
+    def hessian(self, u: torch.Tensor) -> torch.Tensor:
+        """``∇²f(U)``: the loss is separable over samples, so its Hessian is one (c, c) block per sample, (N, c, c)."""
+
+    @abstractmethod
     def lipschitz(self) -> float:
         """An upper bound on the Lipschitz constant of ``∇f`` (w.r.t. the Frobenius norm of ``U``)."""
 
@@ -69,6 +73,10 @@ class SquaredLoss(Loss):
 
     def grad(self, u: torch.Tensor) -> torch.Tensor:
         return (u - self.y) / self.n_samples
+
+    def hessian(self, u: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
+        return (eye / self.n_samples).expand(u.shape[0], -1, -1)
 
     def lipschitz(self) -> float:
         return 1.0 / self.n_samples
@@ -102,6 +110,10 @@ class CrossEntropyLoss(Loss):
         g[idx, self.y] -= 1.0
         return value, g / self.n_samples
 
+    def hessian(self, u: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(u, dim=1)
+        return (torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)) / self.n_samples
+
     def lipschitz(self) -> float:
         # The Hessian of logsumexp is diag(p) − p pᵀ ⪯ ½ I.
         return 0.5 / self.n_samples
@@ -126,6 +138,10 @@ class LogisticLoss(Loss):
 
     def grad(self, u: torch.Tensor) -> torch.Tensor:
         return -self.y * torch.sigmoid(-self.y * u) / self.n_samples
+
+    def hessian(self, u: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(self.y * u)
+        return (s * (1.0 - s) / self.n_samples).unsqueeze(-1)
 
     def lipschitz(self) -> float:
         return 0.25 / self.n_samples

@@ -9,12 +9,17 @@
 
 ``dual_norm`` is the support function of the unit ball ``sup_{R(Z) ≤ 1} ⟨W, Z⟩``: for the symmetric norms it is
 the dual norm, for :class:`ConeGroupL2` the gauge ``max_g ‖P_{C_g}(W_g)‖``.
+
+``prox_jacobian(W, t)`` returns an element of the generalized (Clarke) Jacobian of ``prox_{tR}`` at ``W`` as a
+symmetric positive semidefinite linear map; the semismooth Newton solver
+(:mod:`attnduality.convex.solvers.newton`) needs it. :class:`ConeGroupL2` has none (its prox is a projection
+computed by NNLS), so cone-constrained problems stay with FISTA.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from scipy.optimize import nnls
@@ -38,6 +43,14 @@ class Penalty(ABC):
     @abstractmethod
     def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
         """``R°(W) = sup_{R(Z) ≤ 1} ⟨W, Z⟩``; optimality of the regularised problem is ``R°(−∇f) ≤ β``."""
+
+    def prox_jacobian(self, w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``H ↦ J H`` for one ``J ∈ ∂prox_{tR}(W)`` (symmetric, ``0 ⪯ J ⪯ I``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no prox Jacobian: solve it with solver='fista'")
+
+    @property
+    def has_prox_jacobian(self) -> bool:
+        return type(self).prox_jacobian is not Penalty.prox_jacobian
 
 
 class GroupL2(Penalty):
@@ -65,6 +78,21 @@ class GroupL2(Penalty):
 
     def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
         return self._norms(w).max()
+
+    def prox_jacobian(self, w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Block soft-thresholding: ``J_g = (1 − t/‖w_g‖) I + t w_g w_gᵀ / ‖w_g‖³`` where ``‖w_g‖ > t``, else 0."""
+        norms = self._norms(w)
+        active = norms > t
+        safe = norms.clamp_min(torch.finfo(w.dtype).tiny)
+        a = torch.where(active, 1.0 - t / safe, torch.zeros_like(norms))
+        b = torch.where(active, t / safe**3, torch.zeros_like(norms))
+        bw = b * w
+        axes = self.axes
+
+        def apply(h: torch.Tensor) -> torch.Tensor:
+            return a * h + bw * (w * h).sum(dim=axes, keepdim=True)
+
+        return apply
 
 
 def _is_vector_block(z: torch.Tensor) -> bool:
@@ -107,6 +135,46 @@ def _svt(z: torch.Tensor, t: float) -> torch.Tensor:
     return (u * s.unsqueeze(-2)) @ vh
 
 
+def _svt_jacobian(w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An element of the generalized Jacobian of singular-value soft-thresholding at a batch ``W`` (…, m, n).
+
+    Spectral-operator calculus (Ding, Sun & Toh 2014; Jiang, Sun & Toh 2013): for ``m ≤ n`` and
+    ``W = U Σ V₁ᵀ``, with ``g(σ) = (σ − t)_+`` and ``Ã = Uᵀ H V₁``,
+    ``J H = U [Ω₁ ∘ sym(Ã) + Ω₂ ∘ skew(Ã)] V₁ᵀ + U diag(g(σ)/σ) Uᵀ H (I − V₁V₁ᵀ)`` where
+    ``Ω₁[i, j] = (g_i − g_j)/(σ_i − σ_j)`` (1 where both exceed ``t``, 0 where neither does) and
+    ``Ω₂[i, j] = (g_i + g_j)/(σ_i + σ_j)``. Only the singular pairs above ``t`` enter, so the map is applied
+    through the active part of ``U`` when the blocks are of low rank.
+    """
+    if _is_vector_block(w):
+        return GroupL2(axes=(-2, -1)).prox_jacobian(w, t)
+    if w.shape[-2] > w.shape[-1]:
+        inner = _svt_jacobian(w.mT, t)
+        return lambda h: inner(h.mT).mT
+    u, s, vh = _svd(w)  # m ≤ n: u (…, m, m), s (…, m), vh (…, m, n)
+    v = vh.mT
+    g = (s - t).clamp_min(0.0)
+    act = s > t
+    si, sj = s.unsqueeze(-1), s.unsqueeze(-2)
+    gi, gj = g.unsqueeze(-1), g.unsqueeze(-2)
+    ai, aj = act.unsqueeze(-1), act.unsqueeze(-2)
+    tiny = torch.finfo(w.dtype).tiny
+    mixed = (gi - gj) / torch.where(ai == aj, torch.ones_like(si - sj), si - sj)
+    om1 = torch.where(ai & aj, torch.ones_like(mixed), torch.where(~ai & ~aj, torch.zeros_like(mixed), mixed))
+    den = si + sj
+    om2 = torch.where(den > tiny, (gi + gj) / den.clamp_min(tiny), torch.zeros_like(den))
+    om3 = torch.where(s > tiny, g / s.clamp_min(tiny), torch.zeros_like(s))
+
+    def apply(h: torch.Tensor) -> torch.Tensor:
+        uh = u.mT @ h  # (…, m, n)
+        a = uh @ v  # (…, m, m)
+        sym, skew = 0.5 * (a + a.mT), 0.5 * (a - a.mT)
+        core = om1 * sym + om2 * skew
+        rest = uh - a @ vh  # Uᵀ H (I − V₁V₁ᵀ)
+        return u @ (core @ vh + om3.unsqueeze(-1) * rest)
+
+    return apply
+
+
 def _nuclear(z: torch.Tensor) -> torch.Tensor:
     if _is_vector_block(z):
         return torch.linalg.vector_norm(z, dim=(-2, -1)).sum()
@@ -133,6 +201,9 @@ class NuclearNorm(Penalty):
     def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
         return _spectral(w)
 
+    def prox_jacobian(self, w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        return _svt_jacobian(w, t)
+
 
 class BlockNuclearNorm(NuclearNorm):
     """``Σ_j ‖Z_j‖_*`` over a batch of blocks (…, m, n): batched SVD prox; dual norm = max_j ‖W_j‖_2.
@@ -157,6 +228,10 @@ class L1Norm(Penalty):
 
     def dual_norm(self, w: torch.Tensor) -> torch.Tensor:
         return w.abs().max()
+
+    def prox_jacobian(self, w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        keep = (w.abs() > t).to(w.dtype)
+        return lambda h: keep * h
 
 
 class ConeGroupL2(Penalty):

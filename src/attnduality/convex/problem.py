@@ -43,8 +43,14 @@ class CompositeProblem:
         the step size, which backtracking corrects)."""
         return self.loss.lipschitz() * self.operator.norm_sq(n_iter=10)
 
-    def certificate(self, z: torch.Tensor, u: torch.Tensor | None = None) -> Certificate:
-        """The duality-gap certificate at ``Z`` (``u = A(Z)`` may be passed to save a forward)."""
+    def certificate(
+        self,
+        z: torch.Tensor,
+        u: torch.Tensor | None = None,
+        dual_point: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> Certificate:
+        """The duality-gap certificate at ``Z`` (``u = A(Z)`` may be passed to save a forward; ``dual_point =
+        (Θ, A*Θ)`` is a second dual candidate, see :func:`~attnduality.convex.certificates.duality_gap`)."""
         if u is None:
             u = self.operator.forward(z)
-        return duality_gap(self, z, u)
+        return duality_gap(self, z, u, dual_point)

@@ -1,7 +1,9 @@
 """scikit-learn faces of the convex programs: each wires a loss, an operator, a penalty and a solver.
 
 Every estimator minimises ``(1/N) Σ_i L(f(x_i), y_i) + β · penalty`` on the data as given (no rescaling) and
-exposes ``objective_``, ``certificate_`` (a :class:`~attnduality.convex.certificates.Certificate`),
+solves it with ``solver`` (``"auto"``: the semismooth Newton solver where it applies, else FISTA; ``"fista"``;
+``"newton"``; see :mod:`attnduality.convex.solvers.select`) and exposes ``objective_``, ``certificate_`` (a
+:class:`~attnduality.convex.certificates.Certificate`),
 ``status_``, ``n_iter_`` and ``history_``. A solve that does not reach ``tol`` keeps its best iterate, says so in
 ``status_`` and raises a :class:`~sklearn.exceptions.ConvergenceWarning`.
 """
@@ -26,7 +28,7 @@ from ..losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss
 from ..operators import LinearOperator
 from ..penalties import Penalty
 from ..problem import CompositeProblem
-from ..solvers import FISTA, SolveResult
+from ..solvers import SolveResult, check_solver, make_solver
 from ..solvers.path import beta_max
 
 __all__ = ["ConvexEstimator", "RegressorTask", "ClassifierTask"]
@@ -55,6 +57,7 @@ class ConvexEstimator(BaseEstimator):
             not isinstance(max_time, numbers.Real) or isinstance(max_time, bool) or not max_time > 0
         ):
             raise ValueError(f"max_time must be None or a number of seconds > 0, got {max_time!r}")
+        check_solver(self.solver)
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
 
@@ -86,8 +89,8 @@ class ConvexEstimator(BaseEstimator):
         raise NotImplementedError
 
     def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
-        solver = FISTA(tol=self.tol, max_iter=self.max_iter, max_time=self.max_time)
-        return solver.run(CompositeProblem(loss, operator, penalty, float(self.beta)))
+        problem = CompositeProblem(loss, operator, penalty, float(self.beta))
+        return make_solver(self.solver, problem, self.tol, self.max_iter, self.max_time).run(problem)
 
     def _store_solution(self, result: SolveResult) -> None:
         self.coef_ = result.z.detach().cpu().numpy()

@@ -346,12 +346,16 @@ _ATTENTION_DOC = """
         ``"squared"`` for the regressor; ``"cross_entropy"`` (default), ``"logistic"`` or ``"squared"`` for the
         classifier.
     tol : float, default=1e-6
-        Target relative duality gap of the FISTA solve.
+        Target relative duality gap of the solve.
     max_iter : int, default=10000
-        Maximum number of FISTA iterations.
+        Maximum number of solver iterations (FISTA iterations or proximal Newton steps).
     max_time : float or None, default=None
         Wall-clock limit of the solve in seconds; a fit stopped by it says so (``status_ == "max_time"``, a
         ``ConvergenceWarning``) and keeps its certificate.
+    solver : {"auto", "fista", "newton"}, default="auto"
+        ``"newton"``: proximal Newton with a semismooth Newton augmented-Lagrangian inner solver
+        (:mod:`attnduality.convex.solvers.newton`); ``"fista"``: accelerated proximal gradient; ``"auto"``: Newton
+        wherever the penalty allows it, FISTA for the cone-constrained ReLU program.
     random_state : int, RandomState instance or None, default=None
         Seeds the gate sampler.
     device : str, default="cpu"
@@ -383,6 +387,7 @@ class ConvexAttentionRegressor(RegressorTask, _AttentionHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -396,6 +401,7 @@ class ConvexAttentionRegressor(RegressorTask, _AttentionHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -418,6 +424,7 @@ class ConvexAttentionClassifier(ClassifierTask, _AttentionHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -431,6 +438,7 @@ class ConvexAttentionClassifier(ClassifierTask, _AttentionHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -509,6 +517,7 @@ class ConvexMixerRegressor(RegressorTask, _MixerHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -521,6 +530,7 @@ class ConvexMixerRegressor(RegressorTask, _MixerHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -542,6 +552,7 @@ class ConvexMixerClassifier(ClassifierTask, _MixerHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -554,6 +565,7 @@ class ConvexMixerClassifier(ClassifierTask, _MixerHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -673,6 +685,7 @@ class ConvexFNORegressor(RegressorTask, _FNOHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -687,6 +700,7 @@ class ConvexFNORegressor(RegressorTask, _FNOHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -710,6 +724,7 @@ class ConvexFNOClassifier(ClassifierTask, _FNOHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -724,6 +739,7 @@ class ConvexFNOClassifier(ClassifierTask, _FNOHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype

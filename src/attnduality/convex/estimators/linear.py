@@ -32,6 +32,7 @@ class NuclearNormClassifier(ClassifierTask, _LinearHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -42,6 +43,7 @@ class NuclearNormClassifier(ClassifierTask, _LinearHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -58,6 +60,7 @@ class NuclearNormRegressor(RegressorTask, _LinearHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -68,6 +71,7 @@ class NuclearNormRegressor(RegressorTask, _LinearHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype

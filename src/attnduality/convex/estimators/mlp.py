@@ -112,6 +112,7 @@ class ConvexMLPRegressor(RegressorTask, _MLPHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -125,6 +126,7 @@ class ConvexMLPRegressor(RegressorTask, _MLPHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -144,6 +146,7 @@ class ConvexMLPClassifier(ClassifierTask, _MLPHead):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -157,6 +160,7 @@ class ConvexMLPClassifier(ClassifierTask, _MLPHead):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype

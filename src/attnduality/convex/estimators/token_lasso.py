@@ -68,7 +68,7 @@ from ..recovery_token import (
     token_norms,
     token_support,
 )
-from ..solvers import FISTA, SolveResult, beta_max, solve_path
+from ..solvers import SolveResult, beta_max, make_solver, solve_path
 from .base import ClassifierTask, ConvexEstimator, RegressorTask
 
 __all__ = ["TokenLassoClassifier", "TokenLassoRegressor", "TokenPath"]
@@ -294,7 +294,7 @@ class _TokenLasso(ConvexEstimator):
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size == 0 or not np.isfinite(betas).all() or (betas <= 0).any():
             raise ValueError("betas must be a non-empty 1-D sequence of finite numbers > 0")
-        solver = FISTA(tol=self.tol, max_iter=self.max_iter, max_time=self.max_time)  # max_time per β
+        solver = make_solver(self.solver, problem, self.tol, self.max_iter, self.max_time)  # max_time per β
         results = solve_path(problem, betas.tolist(), solver)
         summaries = [self._summary(r.z.detach().cpu()) for r in results]
         self._path = TokenPath(
@@ -375,12 +375,16 @@ _PARAMS_DOC = """
         ``"squared"`` for the regressor; ``"cross_entropy"`` (default), ``"logistic"`` or ``"squared"`` (one-hot
         targets) for the classifier.
     tol : float, default=1e-6
-        Target relative duality gap of the FISTA solve.
+        Target relative duality gap of the solve.
     max_iter : int, default=10000
-        Maximum number of FISTA iterations.
+        Maximum number of solver iterations (FISTA iterations or proximal Newton steps).
     max_time : float or None, default=None
         Wall-clock limit of the solve in seconds; a fit stopped by it says so (``status_ == "max_time"``, a
         ``ConvergenceWarning``) and keeps its certificate.
+    solver : {"auto", "fista", "newton"}, default="auto"
+        ``"newton"``: proximal Newton with a semismooth Newton augmented-Lagrangian inner solver
+        (:mod:`attnduality.convex.solvers.newton`); ``"fista"``: accelerated proximal gradient; ``"auto"``: Newton
+        wherever the penalty allows it, FISTA for the cone-constrained ReLU program.
     random_state : int, RandomState instance or None, default=None
         Seeds the gate sampler.
     device : str, default="cpu"
@@ -408,6 +412,7 @@ class TokenLassoRegressor(RegressorTask, _TokenLasso):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -423,6 +428,7 @@ class TokenLassoRegressor(RegressorTask, _TokenLasso):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -448,6 +454,7 @@ class TokenLassoClassifier(ClassifierTask, _TokenLasso):
         tol: float = 1e-6,
         max_iter: int = 10_000,
         max_time: float | None = None,
+        solver: str = "auto",
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
@@ -463,6 +470,7 @@ class TokenLassoClassifier(ClassifierTask, _TokenLasso):
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
+        self.solver = solver
         self.random_state = random_state
         self.device = device
         self.dtype = dtype

@@ -1,9 +1,13 @@
-"""Solvers: FISTA (exact prox, including the cone-constrained ReLU form), the factored (Burer–Monteiro) solver for
-nuclear-norm problems, regularisation paths."""
+"""Solvers: FISTA (exact prox, including the cone-constrained ReLU form), the semismooth Newton solver (proximal
+Newton + SSNAL), the factored (Burer–Monteiro) solver for nuclear-norm problems, regularisation paths, and
+``make_solver`` (the estimators' ``solver=`` names)."""
 
 from .factored import FactoredResult, FactoredSolver, FactoredState, spectral_norm_power
 from .fista import FISTA, FISTAState, History, SolveResult
+from .newton import NewtonState, SemismoothNewton
 from .path import beta_max, solve_path
+from .select import SOLVERS, check_solver, make_solver
+from .threads import solver_threads
 
 __all__ = [
     "FISTA",
@@ -12,8 +16,14 @@ __all__ = [
     "FactoredSolver",
     "FactoredState",
     "History",
+    "NewtonState",
+    "SOLVERS",
+    "SemismoothNewton",
     "SolveResult",
     "beta_max",
+    "check_solver",
+    "make_solver",
     "solve_path",
+    "solver_threads",
     "spectral_norm_power",
 ]

@@ -17,6 +17,7 @@ import torch
 
 from ..certificates import Certificate
 from ..problem import CompositeProblem
+from .threads import solver_threads
 
 __all__ = ["FISTA", "FISTAState", "SolveResult", "History"]
 
@@ -170,6 +171,15 @@ class FISTA:
         callback: Callable[[FISTAState, Certificate], None] | None = None,
     ) -> SolveResult:
         """Iterate until the relative duality gap is ≤ ``tol`` (checked every ``check_every`` iterations)."""
+        with solver_threads(problem):
+            return self._run(problem, z0, callback)
+
+    def _run(
+        self,
+        problem: CompositeProblem,
+        z0: torch.Tensor | None,
+        callback: Callable[[FISTAState, Certificate], None] | None,
+    ) -> SolveResult:
         start = time.perf_counter()
         history = History()
         state = self.init(problem, z0)

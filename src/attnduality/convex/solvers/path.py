@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ..problem import CompositeProblem
 from .fista import FISTA, SolveResult
+from .newton import SemismoothNewton
 
 __all__ = ["beta_max", "solve_path"]
 
@@ -17,7 +18,9 @@ def beta_max(problem: CompositeProblem) -> float:
     return float(problem.penalty.dual_norm(problem.operator.adjoint(g)))
 
 
-def solve_path(problem: CompositeProblem, betas: Sequence[float], solver: FISTA | None = None) -> list[SolveResult]:
+def solve_path(
+    problem: CompositeProblem, betas: Sequence[float], solver: FISTA | SemismoothNewton | None = None
+) -> list[SolveResult]:
     """Solve for every β in ``betas``, from the largest to the smallest, each warm-started from the previous
     solution. Results are returned in the order of ``betas``."""
     if len(betas) == 0:

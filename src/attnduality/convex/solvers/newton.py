@@ -1,0 +1,423 @@
+"""A second-order certified solver: proximal Newton outside, a semismooth Newton augmented Lagrangian inside.
+
+Outer loop (proximal Newton; Lee, Sun & Saunders 2014). At ``Z_k`` with predictions ``U_k = A(Z_k)`` the loss is
+replaced by its quadratic model ``⟨∇f, A Δ⟩ + ½ ⟨A Δ, Q A Δ⟩`` with ``Q = ∇²f(U_k) + μ_k I`` (block diagonal over
+samples; ``μ_k`` a Levenberg–Marquardt damping that vanishes with the duality gap, zero for the squared loss).
+Writing ``Q = S²`` per sample turns the model into the least-squares program
+
+    ``min_Z ½ ‖B Z − b‖² + β R(Z)``,  ``B = S∘A``,  ``b = S U_k − S⁻¹ ∇f(U_k)``,
+
+whose solution gives the search direction; an Armijo line search on the true objective along it keeps the method
+globally convergent. For the squared loss the model is exact and one outer step solves the problem.
+
+Inner loop (SSNAL: Li, Sun & Toh 2018 for the Lasso; Zhang, Zhang, Sun & Toh 2020 for group penalties). The
+augmented Lagrangian of the dual ``min_{y,w} ½‖y‖² + ⟨b, y⟩ + (βR)*(w)`` s.t. ``Bᵀy + w = 0`` has the primal ``Z``
+as its multiplier. Eliminating ``w`` leaves the smooth, strongly convex function of ``y ∈ R^{N×c}``
+
+    ``ψ(y) = ½‖y‖² + ⟨b, y⟩ + (‖P‖² − ‖Z‖²)/(2σ)``,  ``P = prox_{σβR}(Z − σ Bᵀy)``,  ``∇ψ(y) = y + b − B P``,
+
+minimised by semismooth Newton: ``(I + σ B J Bᵀ) d = −∇ψ`` with ``J ∈ ∂prox_{σβR}(V)``
+(:meth:`~attnduality.convex.penalties.Penalty.prox_jacobian`), solved by conjugate gradients on operator
+products, so nothing lifted is ever formed. ``J`` vanishes on inactive groups and on singular directions below the
+threshold, which is why the systems are cheap where the solution is sparse or of low rank. Then ``Z ← P`` and
+``σ`` grows.
+
+Every outer step is certified with the problem's own duality gap (:mod:`attnduality.convex.certificates`), so
+``status``, ``max_time``, the best-iterate rule and :class:`~attnduality.convex.solvers.fista.SolveResult` mean
+exactly what they mean for FISTA. A step that finds no decrease (rounding: float32 below a relative gap of about
+1e-5) hands the rest of the solve to FISTA from the best iterate, within the remaining time.
+
+Why this method (measured, BENCHMARKS.md §7). Proximal Newton with a first-order inner solver does not help the
+squared loss (the inner problem is the original one); skglm-style working sets with coordinate descent need column
+access to the operator, which the token heads do not have; SSNAL needs only ``A``, ``A*`` and the prox Jacobian,
+which every head and every penalty except the cone-constrained group norm supply. Not covered: ``ConeGroupL2``
+(the convex ReLU program: its prox is an NNLS projection, with no cheap Jacobian) and the streamed paper-scale
+operators (``N·c`` dual variables of the full data and a block SVD per CG product are out of budget there) keep
+FISTA and the subspace solver.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..certificates import Certificate
+from ..losses import SquaredLoss
+from ..penalties import Penalty
+from ..problem import CompositeProblem
+from .fista import FISTA, History, SolveResult
+from .threads import solver_threads
+
+__all__ = ["SemismoothNewton", "NewtonState"]
+# Constants chosen by measurement on the gated MLP (squared loss, 3e-4..1e-1·β_max) and the quickstart program
+# (digits, cross-entropy, block nuclear norm); BENCHMARKS.md §7.
+_DAMPING = 1e-4  # μ_k = L_f · _DAMPING · min(1, relative gap): smaller changed nothing, 1e-2 tripled the outer steps
+_NEWTON_FORCING = 0.3  # stop Newton on ψ once ‖∇ψ‖ ≤ this · ‖B(P − X)‖ (the multiplier's move); 1.0 diverged
+_MAX_NEWTON = 20  # Newton steps per multiplier update
+_FALLBACK_ITER = 10_000  # FISTA iterations after a stalled Newton step
+_SIGMA_BACK = 2  # the next outer step starts SSNAL at σ_last / growth², not at 1/‖B‖² again
+
+Map = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class NewtonState:
+    z: torch.Tensor
+    """Current iterate."""
+    u: torch.Tensor
+    """``A(z)``."""
+    rel_gap: float = math.inf
+    """Relative duality gap at ``z`` (drives the damping and the inner tolerance)."""
+    n_iter: int = 0
+    """Outer (proximal Newton) iterations."""
+    n_newton: int = 0
+    """Inner semismooth Newton steps, summed."""
+    n_cg: int = 0
+    """Conjugate-gradient iterations, summed."""
+    n_products: int = 0
+    """Operator applications (forward or adjoint), summed: the cost unit shared with FISTA."""
+    sigma: float | None = None
+    """The augmented-Lagrangian parameter the next SSNAL solve starts from (``None``: ``1/‖B‖²``)."""
+    dual_point: tuple[torch.Tensor, torch.Tensor] | None = None
+    """``(Θ, A*Θ)`` from the last SSNAL multiplier ``y`` (squared loss: ``Θ = y/N``), a second dual candidate of the
+    certificate: it converges with the objective where ``∇f(AZ)`` converges like its square root."""
+    stalled: bool = False
+    """Set when a step found no decrease (rounding: float32 below about 1e-5 relative gap)."""
+    sigma_max: float | None = None
+    """``10¹⁰/‖B‖²``, the cap on σ (set by the first SSNAL solve)."""
+
+
+class _Counted:
+    """``A`` and ``A*`` composed with the per-sample factor ``S``, counting applications."""
+
+    def __init__(self, problem: CompositeProblem, s: torch.Tensor | None, state: NewtonState) -> None:
+        self.op, self.s, self.state = problem.operator, s, state
+
+    def _scale(self, v: torch.Tensor) -> torch.Tensor:
+        if self.s is None:
+            return v
+        if self.s.shape[-1] == 1:
+            return self.s[:, :, 0] * v
+        return (self.s @ v.unsqueeze(-1)).squeeze(-1)
+
+    def fwd(self, z: torch.Tensor) -> torch.Tensor:
+        self.state.n_products += 1
+        return self._scale(self.op.forward(z))
+
+    def adj(self, y: torch.Tensor) -> torch.Tensor:
+        self.state.n_products += 1
+        return self.op.adjoint(self._scale(y))
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a * b).sum())
+
+
+def _cg(apply: Map, rhs: torch.Tensor, rtol: float, max_iter: int) -> tuple[torch.Tensor, int]:
+    """Conjugate gradients for ``apply(x) = rhs`` from ``x = 0``; returns ``x`` and the iterations used."""
+    x = torch.zeros_like(rhs)
+    r = rhs.clone()
+    p = r.clone()
+    rr = _dot(r, r)
+    stop = (rtol**2) * rr
+    for it in range(1, max_iter + 1):
+        ap = apply(p)
+        pap = _dot(p, ap)
+        if not pap > 0:
+            return x, it
+        alpha = rr / pap
+        x += alpha * p
+        r -= alpha * ap
+        rr_new = _dot(r, r)
+        if rr_new <= stop:
+            return x, it
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x, max_iter
+
+
+class SemismoothNewton:
+    """Proximal Newton + SSNAL for ``f(A Z) + β R(Z)`` (see the module docstring).
+
+    Parameters: ``tol`` on the relative duality gap of the problem, ``max_iter`` outer (proximal Newton)
+    iterations, ``max_time`` in seconds, ``max_cg`` conjugate-gradient iterations per Newton system,
+    ``sigma_growth`` (factor on the augmented-Lagrangian parameter between multiplier updates).
+    """
+
+    def __init__(
+        self,
+        tol: float = 1e-6,
+        max_iter: int = 100,
+        max_time: float | None = None,
+        max_cg: int = 200,
+        sigma_growth: float = 5.0,
+    ) -> None:
+        if not tol >= 0 or max_iter < 1 or max_cg < 1 or not sigma_growth >= 1:
+            raise ValueError("tol must be >= 0, max_iter and max_cg >= 1, sigma_growth >= 1")
+        self.tol = tol
+        self.max_iter = max_iter
+        self.max_time = max_time
+        self.max_cg = max_cg
+        self.sigma_growth = sigma_growth
+
+    @staticmethod
+    def supports(problem: CompositeProblem) -> bool:
+        """Whether the penalty has a prox Jacobian (every penalty but the cone-constrained group norm)."""
+        return problem.penalty.has_prox_jacobian
+
+    def init(self, problem: CompositeProblem, z0: torch.Tensor | None = None) -> NewtonState:
+        if not self.supports(problem):
+            raise ValueError(
+                f"{type(problem.penalty).__name__} has no prox Jacobian; the semismooth Newton solver does not apply "
+                "(use solver='fista')"
+            )
+        op = problem.operator
+        z = op.zeros() if z0 is None else z0.to(dtype=op.dtype, device=op.device).clone()
+        if tuple(z.shape) != tuple(op.z_shape):
+            raise ValueError(f"warm start has shape {tuple(z.shape)}, expected {op.z_shape}")
+        return NewtonState(z=z, u=op.forward(z), n_products=1)
+
+    # --- the outer step -------------------------------------------------------------------------------------
+    def _factor(self, problem: CompositeProblem, state: NewtonState) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``S`` with ``S² = ∇²f(U) + μI`` per sample (``None`` for the squared loss, whose ``S = I/√N`` is folded
+        into ``b`` and ``β``), and ``b``."""
+        loss, u = problem.loss, state.u
+        g = loss.grad(u)
+        if isinstance(loss, SquaredLoss):
+            return None, u - loss.n_samples * g  # = Y: the inner problem is N times the original one
+        mu = loss.lipschitz() * _DAMPING * min(1.0, max(state.rel_gap, 1e-10))
+        h = loss.hessian(u)
+        c = h.shape[-1]
+        if c == 1:
+            s = (h + mu).sqrt()
+            return s, s[:, :, 0] * u - g / s[:, :, 0]
+        lam, vec = torch.linalg.eigh(h + mu * torch.eye(c, dtype=h.dtype, device=h.device))
+        lam = lam.clamp_min(mu)
+        s = (vec * lam.sqrt().unsqueeze(-2)) @ vec.mT
+        s_inv = (vec * lam.rsqrt().unsqueeze(-2)) @ vec.mT
+        b = (s @ u.unsqueeze(-1)).squeeze(-1) - (s_inv @ g.unsqueeze(-1)).squeeze(-1)
+        return s, b
+
+    def step(self, problem: CompositeProblem, state: NewtonState, inner_tol: float, deadline: float) -> NewtonState:
+        """One proximal Newton step: solve the least-squares model by SSNAL, then an Armijo search along it."""
+        loss, pen, beta = problem.loss, problem.penalty, problem.beta
+        s, b = self._factor(problem, state)
+        ops = _Counted(problem, s, state)
+        # the squared loss is solved as N·f: the same minimiser at penalty N·β
+        inner_beta = beta * loss.n_samples if s is None else beta
+        z_hat, y, bty = self._ssnal(ops, pen, inner_beta, b, state.z, inner_tol, deadline)
+        if s is None:
+            n = loss.n_samples
+            state.dual_point = (y / n, bty / n)
+        u_hat = problem.operator.forward(z_hat)
+        state.n_products += 1
+        f0 = float(loss.value(state.u))
+        r0 = float(pen.value(state.z))
+        r1 = float(pen.value(z_hat))
+        decrease = _dot(loss.grad(state.u), u_hat - state.u) + beta * (r1 - r0)
+        state.n_iter += 1
+        if not decrease < 0:  # no descent left in the model: rounding, or the current point is optimal
+            state.stalled = True
+            return state
+        t = 1.0
+        z_new, u_new = z_hat, u_hat
+        for _ in range(30):
+            if t < 1.0:
+                z_new = state.z + t * (z_hat - state.z)
+                u_new = state.u + t * (u_hat - state.u)
+                r1 = float(pen.value(z_new))
+            f_new = float(loss.value(u_new)) + beta * r1
+            if f_new <= f0 + beta * r0 + 1e-4 * t * decrease:
+                break
+            t *= 0.5
+        else:
+            state.stalled = True
+            return state
+        state.z, state.u = z_new, u_new
+        return state
+
+    # --- the inner SSNAL ------------------------------------------------------------------------------------
+    def _ssnal(
+        self,
+        ops: _Counted,
+        pen: Penalty,
+        beta: float,
+        b: torch.Tensor,
+        x: torch.Tensor,
+        tol: float,
+        deadline: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``argmin_X ½‖B X − b‖² + β R(X)`` to relative duality gap ``tol``, warm-started at ``x``; returns the
+        best ``X`` and the last multiplier ``y`` with ``Bᵀy``."""
+        state = ops.state
+        bx = ops.fwd(x)
+        y = bx - b  # the dual point that the optimal x gives
+        bty = ops.adj(y)
+        if state.sigma_max is None:
+            state.sigma_max = 1e10 * self._sigma0(ops, x)
+        sigma = state.sigma if state.sigma is not None else state.sigma_max * 1e-10
+        best_x, best_gap = x, math.inf
+        b_norm = float(b.norm())
+        for _ in range(60):
+            thr = sigma * beta
+            # --- semismooth Newton on ψ(y) for the fixed multiplier x -------------------------------------------
+            for _ in range(_MAX_NEWTON):
+                v = x - sigma * bty
+                p = pen.prox(v, thr)
+                bp = ops.fwd(p)
+                grad = y + b - bp
+                gnorm = float(grad.norm())
+                moved = float((bp - bx).norm())
+                if gnorm <= max(_NEWTON_FORCING * moved, 1e-3 * tol * b_norm) or gnorm == 0.0:
+                    break
+                if time.perf_counter() > deadline:
+                    break
+                jac = pen.prox_jacobian(v, thr)
+                d, it = _cg(lambda w, j=jac, sg=sigma: w + sg * ops.fwd(j(ops.adj(w))), -grad, 0.1, self.max_cg)
+                state.n_cg += it
+                state.n_newton += 1
+                btd = ops.adj(d)
+                psi0 = self._psi(b, y, p, sigma)
+                slope = _dot(grad, d)
+                alpha = 1.0
+                for _ in range(30):
+                    y_new, bty_new = y + alpha * d, bty + alpha * btd
+                    p_new = pen.prox(x - sigma * bty_new, thr)
+                    if self._psi(b, y_new, p_new, sigma) <= psi0 + 1e-4 * alpha * slope:
+                        break
+                    alpha *= 0.5
+                y, bty = y_new, bty_new
+            # --- multiplier update and the inner certificate ---------------------------------------------------
+            x, bx = p, bp
+            resid = bp - b  # B x − b
+            primal = 0.5 * _dot(resid, resid) + beta * float(pen.value(x))
+            dual = -math.inf
+            for theta, bt_theta in ((resid, None), (y, bty)):
+                if bt_theta is None:
+                    bt_theta = ops.adj(theta)
+                r = float(pen.dual_norm(-bt_theta))
+                scale = 1.0 if r <= beta else beta / r
+                th = scale * theta
+                dual = max(dual, -(0.5 * _dot(th, th) + _dot(b, th)))
+            gap = max(primal - dual, 0.0) / max(abs(primal), 1e-300)
+
+            if gap < best_gap:
+                best_x, best_gap = x, gap
+            if gap <= tol or time.perf_counter() > deadline or b_norm == 0.0:
+                break
+            sigma = min(sigma * self.sigma_growth, state.sigma_max)
+        state.sigma = sigma / self.sigma_growth**_SIGMA_BACK
+        return best_x, y, bty
+
+    @staticmethod
+    def _psi(b: torch.Tensor, y: torch.Tensor, p: torch.Tensor, sigma: float) -> float:
+        """``ψ(y)`` up to the constant ``−‖X‖²/(2σ)``: for a positively homogeneous ``R``,
+        ``⟨P, V − P⟩ = σβR(P)`` turns the definition into ``½‖y‖² + ⟨b, y⟩ + ‖P‖²/(2σ)``, free of the
+        cancellation between ``σ‖Bᵀy‖²`` and ``‖V − P‖²/σ`` at large ``σ``."""
+        return 0.5 * _dot(y, y) + _dot(b, y) + 0.5 * _dot(p, p) / sigma
+
+    @staticmethod
+    def _sigma0(ops: _Counted, x: torch.Tensor) -> float:
+        """A first σ that balances the two terms of ``I + σ B J Bᵀ``: ``1/‖B‖²`` from a few power iterations."""
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        v = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        lam = 0.0
+        for _ in range(5):
+            v = v / v.norm()
+            v = ops.adj(ops.fwd(v))
+            lam = float(v.norm())
+        return 1.0 / lam if lam > 0 else 1.0
+
+    def _finish_with_fista(
+        self,
+        problem: CompositeProblem,
+        z: torch.Tensor,
+        history: History,
+        state: NewtonState,
+        start: float,
+        callback: Callable[[NewtonState, Certificate], None] | None,
+    ) -> SolveResult:
+        """Hand a stalled solve to FISTA from the best iterate, within the remaining time; the history continues
+        with FISTA's iterations counted after the Newton steps."""
+        remaining = None if self.max_time is None else max(self.max_time - (time.perf_counter() - start), 1e-9)
+        fista = FISTA(tol=self.tol, max_iter=_FALLBACK_ITER, max_time=remaining)
+        res = fista._run(problem, z, None if callback is None else lambda _s, c: callback(state, c))
+        offset, t0 = state.n_iter, history.time[-1] if history.time else 0.0
+        for it, t, obj, gap in zip(
+            res.history.n_iter, res.history.time, res.history.objective, res.history.rel_gap, strict=True
+        ):
+            history.append(offset + it, t0 + t, obj, gap)
+        res.history = history
+        res.n_iter = offset + res.n_iter
+        res.time = time.perf_counter() - start
+        return res
+
+    # --- the driver -------------------------------------------------------------------------------------------
+    def run(
+        self,
+        problem: CompositeProblem,
+        z0: torch.Tensor | None = None,
+        callback: Callable[[NewtonState, Certificate], None] | None = None,
+    ) -> SolveResult:
+        """Proximal Newton steps until the relative duality gap is ≤ ``tol`` (certified after every step)."""
+        with solver_threads(problem):
+            return self._run(problem, z0, callback)
+
+    def _run(
+        self,
+        problem: CompositeProblem,
+        z0: torch.Tensor | None,
+        callback: Callable[[NewtonState, Certificate], None] | None,
+    ) -> SolveResult:
+        start = time.perf_counter()
+        deadline = math.inf if self.max_time is None else start + self.max_time
+        history = History()
+        state = self.init(problem, z0)
+        best: tuple[torch.Tensor, Certificate] | None = None
+        status = "max_iter"
+        while True:
+            cert = problem.certificate(state.z, state.u, state.dual_point)
+            state.n_products += 1
+            elapsed = time.perf_counter() - start
+            if not math.isfinite(cert.primal) or not bool(torch.isfinite(state.z).all()):
+                status = "diverged"
+                break
+            state.rel_gap = cert.rel_gap
+            history.append(state.n_iter, elapsed, cert.primal, cert.rel_gap)
+            if best is None or cert.primal <= best[1].primal:
+                best = (state.z, cert)
+            if callback is not None:
+                callback(state, cert)
+            if cert.rel_gap <= self.tol:
+                status = "converged"
+                best = (state.z, cert)
+                break
+            if state.n_iter >= self.max_iter:
+                break
+            if elapsed >= (self.max_time if self.max_time is not None else math.inf):
+                status = "max_time"
+                break
+            if state.stalled:
+                return self._finish_with_fista(problem, best[0], history, state, start, callback)
+            floor = 10.0 * torch.finfo(state.z.dtype).eps
+            inner_tol = max(0.5 * self.tol, floor, 0.1 * min(1.0, cert.rel_gap) ** 1.5)
+            if isinstance(problem.loss, SquaredLoss):
+                inner_tol = max(0.5 * self.tol, floor)
+            state = self.step(problem, state, inner_tol, deadline)
+        if best is None:
+            z = problem.operator.zeros()
+            best = (z, problem.certificate(z))
+        z, cert = best
+        return SolveResult(
+            z=z,
+            objective=cert.primal,
+            certificate=cert,
+            status=status,
+            n_iter=state.n_iter,
+            time=time.perf_counter() - start,
+            history=history,
+        )

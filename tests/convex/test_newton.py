@@ -1,0 +1,193 @@
+"""The semismooth Newton solver: its building blocks (prox Jacobians, loss Hessians), its certificates, warm starts,
+paths, stopping rules and solver selection. Agreement with cvxpy for every loss × penalty × model is in
+test_cvxpy_agreement.py and for every head family in test_head_estimators.py / test_token_lasso.py."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from attnduality.convex import (
+    FISTA,
+    BlockNuclearNorm,
+    CompositeProblem,
+    ConeGroupL2,
+    ConvexMLPClassifier,
+    ConvexMLPRegressor,
+    CrossEntropyLoss,
+    GatedMLPOperator,
+    GroupL2,
+    L1Norm,
+    LogisticLoss,
+    NuclearNorm,
+    SquaredLoss,
+    beta_max,
+    solve_path,
+)
+from attnduality.convex.solvers import SemismoothNewton, make_solver, solver_threads
+
+PENALTIES = [
+    (BlockNuclearNorm(), (3, 5, 8)),
+    (BlockNuclearNorm(), (3, 8, 5)),
+    (BlockNuclearNorm(), (4, 6, 1)),  # vector blocks: the group-ℓ2 path
+    (NuclearNorm(), (6, 6)),
+    (GroupL2(axes=(1, 2)), (4, 3, 2)),
+    (GroupL2(axes=(1,)), (5, 4)),
+    (L1Norm(), (5, 4)),
+]
+
+
+@pytest.mark.parametrize("pen,shape", PENALTIES, ids=[f"{type(p).__name__}-{s}" for p, s in PENALTIES])
+def test_prox_jacobian_is_the_derivative_and_symmetric_psd(pen, shape):
+    gen = torch.Generator().manual_seed(0)
+    w = 2.0 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    t = 1.5
+    jac = pen.prox_jacobian(w, t)
+    for _ in range(3):
+        h = torch.randn(shape, generator=gen, dtype=torch.float64)
+        k = torch.randn(shape, generator=gen, dtype=torch.float64)
+        eps = 1e-6
+        fd = (pen.prox(w + eps * h, t) - pen.prox(w - eps * h, t)) / (2 * eps)
+        assert float((jac(h) - fd).norm()) <= 1e-6 * float(fd.norm()) + 1e-9
+        assert float((jac(h) * k).sum()) == pytest.approx(float((jac(k) * h).sum()), rel=1e-10, abs=1e-12)
+        quad = float((jac(h) * h).sum())
+        assert -1e-12 <= quad <= float((h * h).sum()) * (1 + 1e-12)  # 0 ⪯ J ⪯ I
+    # everything below the threshold: the Jacobian vanishes
+    small = 1e-3 * w / float(w.abs().max())
+    assert float(pen.prox_jacobian(small, t)(torch.ones(shape, dtype=torch.float64)).abs().max()) == 0.0
+
+
+def test_cone_penalty_has_no_prox_jacobian():
+    x = torch.randn(10, 3, dtype=torch.float64)
+    pen = ConeGroupL2(x, torch.ones(10, 2))
+    assert not pen.has_prox_jacobian and GroupL2().has_prox_jacobian
+    with pytest.raises(NotImplementedError, match="fista"):
+        pen.prox_jacobian(torch.zeros(2, 2, 3, 1, dtype=torch.float64), 1.0)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        SquaredLoss(torch.randn(7, 3, dtype=torch.float64)),
+        CrossEntropyLoss(torch.tensor([0, 2, 1, 1, 0, 2, 2])),
+        LogisticLoss(torch.tensor([[1.0], [-1.0], [1.0], [1.0], [-1.0], [-1.0], [1.0]], dtype=torch.float64)),
+    ],
+    ids=["squared", "cross_entropy", "logistic"],
+)
+def test_loss_hessian_matches_autograd(loss):
+    c = 1 if isinstance(loss, LogisticLoss) else 3
+    u = torch.randn(7, c, dtype=torch.float64)
+    full = torch.autograd.functional.hessian(lambda v: loss.value(v), u)  # (7, c, 7, c)
+    blocks = torch.stack([full[i, :, i, :] for i in range(7)])
+    torch.testing.assert_close(loss.hessian(u), blocks, rtol=1e-10, atol=1e-12)
+    off = full.clone()
+    for i in range(7):
+        off[i, :, i, :] = 0
+    assert float(off.abs().max()) == 0.0  # separable: nothing off the sample blocks
+
+
+def _problem(loss: str, c: int, seed: int = 0, frac: float = 0.01, n: int = 60, d: int = 5, p: int = 12):
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.standard_normal((n, d)))
+    masks = (x @ torch.tensor(rng.standard_normal((d, p))) >= 0).double()
+    if loss == "squared":
+        lo = SquaredLoss(torch.tensor(rng.standard_normal((n, c))))
+    elif loss == "cross_entropy":
+        lo = CrossEntropyLoss(torch.tensor(rng.integers(0, c, n)))
+    else:
+        lo = LogisticLoss(torch.tensor(np.where(rng.random(n) < 0.5, -1.0, 1.0)[:, None]))
+    prob = CompositeProblem(lo, GatedMLPOperator(x, masks, c), BlockNuclearNorm(), 1.0)
+    return prob.with_beta(frac * beta_max(prob))
+
+
+@pytest.mark.parametrize("loss,c", [("squared", 2), ("cross_entropy", 3), ("logistic", 1)])
+def test_newton_certified_and_agrees_with_fista_at_small_beta(loss, c):
+    prob = _problem(loss, c, frac=1e-3)
+    ours = SemismoothNewton(tol=1e-8).run(prob)
+    ref = FISTA(tol=1e-8, max_iter=100_000).run(prob)
+    assert ours.status == "converged" and ours.certificate.rel_gap <= 1e-8
+    assert ours.objective == pytest.approx(ref.objective, rel=1e-7)
+    # each certificate bounds the other solver's point: the dual values are lower bounds on the optimum
+    assert ours.certificate.dual <= ref.objective * (1 + 1e-12)
+    assert ref.certificate.dual <= ours.objective * (1 + 1e-12)
+    assert ours.n_iter <= 30  # proximal Newton steps; FISTA takes thousands here
+    assert ref.n_iter > 10 * ours.n_iter
+    if loss == "squared":
+        assert ours.n_iter == 1  # the quadratic model is exact
+    h = ours.history
+    assert h.n_iter == list(range(len(h.n_iter))) and h.rel_gap[-1] == ours.certificate.rel_gap
+
+
+def test_newton_warm_start_and_path():
+    prob = _problem("cross_entropy", 3, seed=1)
+    bmax = beta_max(prob.with_beta(1.0))
+    betas = [0.3 * bmax, 0.03 * bmax, 0.003 * bmax]
+    path = solve_path(prob, betas, SemismoothNewton(tol=1e-8))
+    cold = [SemismoothNewton(tol=1e-8).run(prob.with_beta(b)) for b in betas]
+    for p, c in zip(path, cold, strict=True):
+        assert p.status == "converged" and c.status == "converged"
+        assert p.objective == pytest.approx(c.objective, rel=1e-7)
+    # a warm start at the solution is certified at once, without a Newton step
+    again = SemismoothNewton(tol=1e-6).run(prob.with_beta(betas[-1]), z0=path[-1].z)
+    assert again.status == "converged" and again.n_iter == 0
+    with pytest.raises(ValueError, match="shape"):
+        SemismoothNewton().run(prob, z0=torch.zeros(2, 2, dtype=torch.float64))
+
+
+def test_newton_stopping_rules_match_fista():
+    prob = _problem("cross_entropy", 3, seed=2, frac=1e-3)
+    capped = SemismoothNewton(tol=1e-12, max_iter=1).run(prob)
+    assert capped.status == "max_iter" and capped.n_iter == 1
+    assert np.isfinite(capped.objective) and capped.certificate.rel_gap > 1e-12
+    assert capped.certificate.dual <= capped.objective
+    timed = SemismoothNewton(tol=1e-14, max_time=1e-9).run(prob)
+    assert timed.status == "max_time" and bool(torch.isfinite(timed.z).all())
+    assert timed.objective == pytest.approx(prob.objective(timed.z), rel=1e-12)
+    with pytest.raises(ValueError):
+        SemismoothNewton(max_cg=0)
+
+
+def test_estimator_solver_parameter():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((80, 4)), rng.integers(0, 3, 80)
+    fits = {
+        s: ConvexMLPClassifier(n_gates=6, beta=1e-3, tol=1e-8, max_iter=50_000, random_state=0, solver=s).fit(x, y)
+        for s in ("auto", "fista", "newton")
+    }
+    assert fits["newton"].objective_ == pytest.approx(fits["fista"].objective_, rel=1e-7)
+    assert fits["auto"].n_iter_ == fits["newton"].n_iter_  # auto picks Newton for the block nuclear norm
+    assert fits["newton"].n_iter_ < fits["fista"].n_iter_ / 10
+    for bad in ("Newton", "ssn", None, 3):
+        with pytest.raises(ValueError, match="solver must be one of"):
+            ConvexMLPClassifier(solver=bad).fit(x, y)
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        est = ConvexMLPClassifier(n_gates=6, beta=1e-3, max_iter=1, random_state=0, solver="newton").fit(x, y)
+    assert est.status_ == "max_iter" and np.isfinite(est.coef_).all()
+    # the convex ReLU program has a cone-constrained penalty: auto uses FISTA, newton is refused by name
+    xr, yr = rng.standard_normal((30, 3)), rng.standard_normal(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        relu = ConvexMLPRegressor(activation="relu", n_gates=3, beta=0.05, max_iter=300, random_state=0).fit(xr, yr)
+    assert np.isfinite(relu.objective_)
+    with pytest.raises(ValueError, match="prox Jacobian"):
+        ConvexMLPRegressor(activation="relu", n_gates=3, solver="newton", random_state=0).fit(xr, yr)
+
+
+def test_make_solver_and_thread_policy():
+    prob = _problem("squared", 1)
+    assert isinstance(make_solver("auto", prob, 1e-6, 10, None), SemismoothNewton)
+    assert isinstance(make_solver("fista", prob, 1e-6, 10, None), FISTA)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        make_solver("lbfgs", prob, 1e-6, 10, None)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with solver_threads(prob):  # a small problem runs on one thread ...
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2  # ... and the caller's setting comes back
+    finally:
+        torch.set_num_threads(before)
