@@ -54,6 +54,7 @@ from attnduality.convex.recovery_attention import (
     linear_mixer_to_module,
     mixer_weights_to_z,
 )
+from attnduality.convex.solvers import SemismoothNewton
 from attnduality.nn.attention_heads import (
     GatedAttentionHead,
     GatedFNOHead,
@@ -535,24 +536,25 @@ CASES = [
 
 
 @pytest.mark.parametrize("kind,loss", CASES, ids=[f"{k}-{l}" for k, l in CASES])
-def test_fista_matches_cvxpy_and_twin(kind, loss):
+def test_solvers_match_cvxpy_and_twin(kind, loss):
+    """FISTA and the semismooth Newton solver both reach cvxpy's optimum; the recovered twin reproduces it."""
     x, y, problem = _problem(kind, loss, seed=CASES.index((kind, loss)))
-    res = FISTA(tol=TOL, max_iter=30_000).run(problem)
-    assert res.status == "converged" and res.certificate.rel_gap <= TOL
-    assert torch.count_nonzero(res.z) > 0
-
     p_cvx, z_cvx = cvx_solve(explicit_map(kind, x, problem.operator), problem.operator, y, loss, problem.beta)
-    assert res.objective == pytest.approx(p_cvx, rel=REL)
-    assert res.certificate.dual <= p_cvx + 1e-7 * abs(p_cvx)  # Clarabel's value is only ~1e-8 accurate
     assert problem.objective(torch.tensor(z_cvx)) == pytest.approx(p_cvx, rel=1e-6)
+    for solver in (FISTA(tol=TOL, max_iter=30_000), SemismoothNewton(tol=TOL)):
+        res = solver.run(problem)
+        assert res.status == "converged" and res.certificate.rel_gap <= TOL
+        assert torch.count_nonzero(res.z) > 0
+        assert res.objective == pytest.approx(p_cvx, rel=REL)
+        assert res.certificate.dual <= p_cvx + 1e-7 * abs(p_cvx)  # Clarabel's value is only ~1e-8 accurate
 
-    # recovered twin: same predictions, same objective (weight decay = nuclear norm)
-    x_t = torch.tensor(x)
-    head = recover(kind, res.z, problem.operator)
-    with torch.no_grad():
-        torch.testing.assert_close(head(x_t), problem.operator.forward(res.z), rtol=0, atol=1e-10)
-        p_twin = float(regularized_objective(head, problem.loss, x_t, problem.beta))
-    assert p_twin == pytest.approx(res.objective, rel=1e-8)
+        # recovered twin: same predictions, same objective (weight decay = nuclear norm)
+        x_t = torch.tensor(x)
+        head = recover(kind, res.z, problem.operator)
+        with torch.no_grad():
+            torch.testing.assert_close(head(x_t), problem.operator.forward(res.z), rtol=0, atol=1e-10)
+            p_twin = float(regularized_objective(head, problem.loss, x_t, problem.beta))
+        assert p_twin == pytest.approx(res.objective, rel=1e-8)
 
 
 ADAM = [("attn-linear", 3), ("attn-gated", 3), ("mixer-gated", 2), ("fno-gated", 2)]

@@ -34,6 +34,7 @@ from attnduality.convex import (
     SquaredLoss,
     beta_max,
 )
+from attnduality.convex.solvers import SemismoothNewton
 
 N, D, P = 40, 5, 7
 TOL = 1e-8  # 1e-9 stalls on some instances: see test_solvers.py::test_fista_reaches_tight_tolerance
@@ -148,25 +149,29 @@ def _our_problem(model, penalty, loss, x, masks, y, c):
     return prob.with_beta(0.1 * beta_max(prob))  # well inside the path: the solution is not zero
 
 
+SOLVERS = {"fista": lambda: FISTA(tol=TOL, max_iter=20_000), "newton": lambda: SemismoothNewton(tol=TOL)}
+
+
 @pytest.mark.parametrize("loss,c", LOSS_CASES, ids=[f"{loss}-c{c}" for loss, c in LOSS_CASES])
 @pytest.mark.parametrize("model,penalty", MODEL_PENALTIES, ids=[f"{m}-{p}" for m, p in MODEL_PENALTIES])
-def test_fista_matches_cvxpy(model, penalty, loss, c):
+def test_solvers_match_cvxpy(model, penalty, loss, c):
+    """FISTA and the semismooth Newton solver both reach cvxpy's optimum, certified."""
     seed = 7 * MODEL_PENALTIES.index((model, penalty)) + LOSS_CASES.index((loss, c))
     x, masks, y = _data(seed, loss, c)
     problem = _our_problem(model, penalty, loss, x, masks, y, c)
-    res = FISTA(tol=TOL, max_iter=20_000).run(problem)
-    assert res.status == "converged"
-    assert res.certificate.rel_gap <= TOL
-    assert torch.count_nonzero(res.z) > 0
-
     p_cvx, z_cvx = cvx_solve(model, loss, penalty, x, masks, y, problem.beta, c)
-    assert res.objective == pytest.approx(p_cvx, rel=REL)
-    # the certificate's dual value is a lower bound on the optimum, hence below cvxpy's (near-optimal) value
-    assert res.certificate.dual <= p_cvx + 1e-9 * abs(p_cvx)
     # our objective evaluated at cvxpy's minimiser is cvxpy's objective (same function, independently written)
     assert problem.objective(torch.tensor(z_cvx)) == pytest.approx(p_cvx, rel=1e-8)
-    # and FISTA is at least as good as cvxpy's point, up to its certified gap
-    assert res.objective <= problem.objective(torch.tensor(z_cvx)) + res.certificate.gap + 1e-12
+    for name, make in SOLVERS.items():
+        res = make().run(problem)
+        assert res.status == "converged", name
+        assert res.certificate.rel_gap <= TOL
+        assert torch.count_nonzero(res.z) > 0
+        assert res.objective == pytest.approx(p_cvx, rel=REL), name
+        # the certificate's dual value is a lower bound on the optimum, hence below cvxpy's (near-optimal) value
+        assert res.certificate.dual <= p_cvx + 1e-9 * abs(p_cvx), name
+        # and the solver is at least as good as cvxpy's point, up to its certified gap
+        assert res.objective <= problem.objective(torch.tensor(z_cvx)) + res.certificate.gap + 1e-12
 
 
 def test_fista_matches_scs():
@@ -181,17 +186,19 @@ def test_fista_matches_scs():
     assert p_scs == pytest.approx(p_clarabel, rel=1e-5)
 
 
-@pytest.mark.parametrize("beta_frac", [0.01, 0.5])
-def test_fista_matches_cvxpy_across_beta(beta_frac):
-    """Small and large β on the headline problem (gated MLP, cross-entropy, block nuclear)."""
-    x, masks, y = _data(200, "cross_entropy", 3)
-    problem = _our_problem("mlp", "block_nuclear", "cross_entropy", x, masks, y, 3)
+@pytest.mark.parametrize("beta_frac", [0.001, 0.01, 0.5])
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared"])
+def test_solvers_match_cvxpy_across_beta(beta_frac, loss):
+    """Small and large β on the headline problem (gated MLP, block nuclear), both solvers."""
+    x, masks, y = _data(200, loss, 3)
+    problem = _our_problem("mlp", "block_nuclear", loss, x, masks, y, 3)
     problem = problem.with_beta(10 * problem.beta * beta_frac)  # beta_frac × beta_max
-    res = FISTA(tol=TOL, max_iter=20_000).run(problem)
-    assert res.status == "converged"
-    p_cvx, _ = cvx_solve("mlp", "cross_entropy", "block_nuclear", x, masks, y, problem.beta, 3)
-    assert res.objective == pytest.approx(p_cvx, rel=REL)
-    assert res.certificate.dual <= p_cvx + 1e-9 * abs(p_cvx)
+    p_cvx, _ = cvx_solve("mlp", loss, "block_nuclear", x, masks, y, problem.beta, 3)
+    for name, make in SOLVERS.items():
+        res = make().run(problem)
+        assert res.status == "converged", name
+        assert res.objective == pytest.approx(p_cvx, rel=REL), name
+        assert res.certificate.dual <= p_cvx + 1e-9 * abs(p_cvx), name
 
 
 # ----------------------------------------------------------------------------------------------------------------

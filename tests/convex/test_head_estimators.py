@@ -200,6 +200,18 @@ def test_objective_matches_cvxpy(case):
     assert est.certificate_.dual <= p_cvx + 1e-7 * abs(p_cvx)
 
 
+@pytest.mark.parametrize("case", IDS)
+def test_fista_and_newton_reach_the_same_certified_optimum(case):
+    """Every head family: the default solver (Newton, checked against cvxpy above) and FISTA agree."""
+    cls, params, d, y, _ = CASES[case]
+    newton = _fitted(case)
+    fista = cls(**FAST, **params, solver="fista", max_iter=50_000).fit(_data(d), y)
+    assert fista.status_ == "converged" and newton.status_ == "converged"
+    assert fista.objective_ == pytest.approx(newton.objective_, rel=1e-7)
+    assert newton.certificate_.dual <= fista.objective_ * (1 + 1e-12)
+    assert fista.certificate_.dual <= newton.objective_ * (1 + 1e-12)
+
+
 def test_attention_scale_is_explicit():
     """``scale = a`` with β equals ``scale = 1`` with β/a (positive homogeneity); nothing else rescales the data."""
     x, y = _data(2), Y_REG

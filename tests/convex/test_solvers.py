@@ -389,7 +389,7 @@ def test_estimator_float32_tight_tolerance(cls):
         e32 = cls(beta=0.02, tol=1e-5, max_iter=3_000, dtype="float32", **kw32).fit(x, y)
     assert e32.status_ == "converged"
     assert e32.objective_ == pytest.approx(e64.objective_, rel=1e-4)
-    np.testing.assert_allclose(_decision(e32, x), _decision(e64, x), atol=1e-2)  # ~sqrt(gap) sensitivity
+    np.testing.assert_allclose(_decision(e32, x), _decision(e64, x), rtol=5e-3, atol=1e-2)  # ~sqrt(gap) sensitivity
 
 
 def test_estimator_float32_default_parameters_do_not_crash():

@@ -58,6 +58,10 @@ class Loss(ABC):
             raise ValueError(f"stop must be in 1..{self.n_samples}, got {stop}")
         return type(self)(self.y[: int(stop)])
 
+    def project_dual(self, theta: torch.Tensor) -> torch.Tensor:
+        """The Euclidean projection of ``Θ`` onto ``dom f*`` (the identity where ``f*`` is finite everywhere)."""
+        return theta
+
     def dual_feasible(self, grad: torch.Tensor, scale: float) -> torch.Tensor:
         """A dual point ``Θ = scale·∇f(U)``; every loss here keeps it inside dom f* for ``scale ∈ [0, 1]``."""
         return grad * scale
@@ -114,6 +118,20 @@ class CrossEntropyLoss(Loss):
         p = torch.softmax(u, dim=1)
         return (torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)) / self.n_samples
 
+    def project_dual(self, theta: torch.Tensor) -> torch.Tensor:
+        """Rows ``NΘ_i + e_{y_i}`` projected onto the probability simplex (sort-based, Held et al. 1974)."""
+        idx = torch.arange(self.n_samples, device=theta.device)
+        p = self.n_samples * theta
+        p[idx, self.y] += 1.0
+        srt = torch.sort(p, dim=1, descending=True).values
+        css = srt.cumsum(1) - 1.0
+        k = torch.arange(1, p.shape[1] + 1, dtype=p.dtype, device=p.device)
+        rho = ((srt - css / k) > 0).sum(1, keepdim=True).clamp_min(1)
+        tau = css.gather(1, rho - 1) / rho.to(p.dtype)
+        p = (p - tau).clamp_min(0.0)
+        p[idx, self.y] -= 1.0
+        return p / self.n_samples
+
     def lipschitz(self) -> float:
         # The Hessian of logsumexp is diag(p) − p pᵀ ⪯ ½ I.
         return 0.5 / self.n_samples
@@ -142,6 +160,10 @@ class LogisticLoss(Loss):
     def hessian(self, u: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(self.y * u)
         return (s * (1.0 - s) / self.n_samples).unsqueeze(-1)
+
+    def project_dual(self, theta: torch.Tensor) -> torch.Tensor:
+        a = (-self.y * theta * self.n_samples).clamp(0.0, 1.0)
+        return -self.y * a / self.n_samples
 
     def lipschitz(self) -> float:
         return 0.25 / self.n_samples

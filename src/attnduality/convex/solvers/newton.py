@@ -58,7 +58,7 @@ __all__ = ["SemismoothNewton", "NewtonState"]
 _DAMPING = 1e-4  # μ_k = L_f · _DAMPING · min(1, relative gap): smaller changed nothing, 1e-2 tripled the outer steps
 _NEWTON_FORCING = 0.3  # stop Newton on ψ once ‖∇ψ‖ ≤ this · ‖B(P − X)‖ (the multiplier's move); 1.0 diverged
 _MAX_NEWTON = 20  # Newton steps per multiplier update
-_FALLBACK_ITER = 10_000  # FISTA iterations after a stalled Newton step
+_FALLBACK_ITER = 10_000  # FISTA iterations after a stalled Newton step (and at most max_iter − Newton steps)
 _SIGMA_BACK = 2  # the next outer step starts SSNAL at σ_last / growth², not at 1/‖B‖² again
 
 Map = Callable[[torch.Tensor], torch.Tensor]
@@ -83,8 +83,9 @@ class NewtonState:
     sigma: float | None = None
     """The augmented-Lagrangian parameter the next SSNAL solve starts from (``None``: ``1/‖B‖²``)."""
     dual_point: tuple[torch.Tensor, torch.Tensor] | None = None
-    """``(Θ, A*Θ)`` from the last SSNAL multiplier ``y`` (squared loss: ``Θ = y/N``), a second dual candidate of the
-    certificate: it converges with the objective where ``∇f(AZ)`` converges like its square root."""
+    """``(Θ, A*Θ)`` from the last SSNAL multiplier ``y`` (``Θ = S y`` projected into ``dom f*``; ``y/N`` for the
+    squared loss), a second dual candidate of the certificate: it converges with the objective where ``∇f(AZ)``
+    converges like its square root."""
     stalled: bool = False
     """Set when a step found no decrease (rounding: float32 below about 1e-5 relative gap)."""
     sigma_max: float | None = None
@@ -213,6 +214,10 @@ class SemismoothNewton:
         if s is None:
             n = loss.n_samples
             state.dual_point = (y / n, bty / n)
+        else:  # Θ = S y has A*Θ = Bᵀy; projected into dom f*, it needs one adjoint
+            theta = loss.project_dual(ops._scale(y))
+            state.dual_point = (theta, problem.operator.adjoint(theta))
+            state.n_products += 1
         u_hat = problem.operator.forward(z_hat)
         state.n_products += 1
         f0 = float(loss.value(state.u))
@@ -344,7 +349,8 @@ class SemismoothNewton:
         """Hand a stalled solve to FISTA from the best iterate, within the remaining time; the history continues
         with FISTA's iterations counted after the Newton steps."""
         remaining = None if self.max_time is None else max(self.max_time - (time.perf_counter() - start), 1e-9)
-        fista = FISTA(tol=self.tol, max_iter=_FALLBACK_ITER, max_time=remaining)
+        budget = max(1, min(_FALLBACK_ITER, self.max_iter - state.n_iter))
+        fista = FISTA(tol=self.tol, max_iter=budget, max_time=remaining)
         res = fista._run(problem, z, None if callback is None else lambda _s, c: callback(state, c))
         offset, t0 = state.n_iter, history.time[-1] if history.time else 0.0
         for it, t, obj, gap in zip(

@@ -1,0 +1,312 @@
+"""The semismooth Newton solver against FISTA and the solvers a user would pick instead (BENCHMARKS.md §7).
+
+Parts (``--parts``, default all):
+
+* ``family``: the convex gated-ReLU MLP, squared loss, group ℓ2 over gate blocks (c = 1), N = 1000, d = 50,
+  200 Gaussian gates (deduplicated), β = frac·β_max. Ours (Newton, FISTA) run to a certified relative gap of
+  ``--tol``; cvxpy + Clarabel at high accuracy; skglm ``GroupLasso`` and celer ``GroupLasso`` on the lifted
+  N × P·d matrix (same objective ``(1/2N)‖Az − y‖² + β Σ_j ‖z_j‖``) at tight tolerances. Every objective is
+  re-evaluated in float64 at the returned point; "rel. to ours" is (objective − ours)/ours.
+* ``quickstart``: the quickstart's convex program (digits, 50 gates, cross-entropy, block nuclear norm, β = 1e-2)
+  through ``ConvexMLPClassifier(solver=...)``, tol 1e-6.
+* ``heads``: every token head at the sizes of §5 (N = 400, s = 16, d = 8, c = 4, planted labels,
+  β = 0.1·β_max and 0.01·β_max, cross-entropy, tol 1e-8): Newton vs FISTA, iterations and time.
+* ``pyscnn``: pyscnn's R-FISTA (``bench_pyscnn.py``'s problem: N ∈ {2000, 10000}, d = 50, 500 gates, float64,
+  λ = 1e-3 there) against ours to pyscnn's objective.
+
+    python benchmarks/bench_newton.py [--parts family quickstart heads pyscnn] [--threads 1] [--quick]
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from _common import (
+    base_parser,
+    beta_max_np,
+    distinct_gates,
+    gaussian_gates,
+    machine_info,
+    objective_np,
+    out_name,
+    planted_regression,
+    print_table,
+    set_threads,
+    write_json,
+)
+from attnduality.convex import (
+    FISTA,
+    CompositeProblem,
+    ConvexMLPClassifier,
+    GatedMLPOperator,
+    GroupL2,
+    SquaredLoss,
+)
+from attnduality.convex.solvers import SemismoothNewton
+
+NAME = "bench_newton"
+
+
+def _ours(problem: CompositeProblem, solver: Any) -> dict:
+    t0 = time.perf_counter()
+    res = solver.run(problem)
+    return {
+        "time": time.perf_counter() - t0,
+        "status": res.status,
+        "n_iter": res.n_iter,
+        "objective": res.objective,
+        "rel_gap": res.certificate.rel_gap,
+        "z": res.z,
+    }
+
+
+def _lifted(x: np.ndarray, gates: np.ndarray) -> np.ndarray:
+    masks = (x @ gates >= 0).astype(np.float64)
+    return np.concatenate([masks[:, [j]] * x for j in range(gates.shape[1])], axis=1)
+
+
+def part_family(args: Any) -> list[dict]:
+    from bench_cvxpy import solve_cvxpy
+
+    n, d, p = (300, 20, 50) if args.quick else (1000, 50, 200)
+    x, y = planted_regression(n, d, args.seed)
+    gates = distinct_gates(x, gaussian_gates(d, p, args.seed))
+    p = gates.shape[1]
+    masks = torch.tensor((x @ gates >= 0).astype(np.float64))
+    op = GatedMLPOperator(torch.tensor(x), masks, 1)
+    base = CompositeProblem(SquaredLoss(torch.tensor(y[:, None])), op, GroupL2(axes=(1, 2)), 1.0)
+    bmax = beta_max_np(x, y, gates)
+    rows = []
+    for frac in args.beta_fracs:
+        beta = frac * bmax
+        prob = base.with_beta(beta)
+        newton = _ours(prob, SemismoothNewton(tol=args.tol))
+        fista = _ours(prob, FISTA(tol=args.tol, max_iter=100_000))
+        ref = newton["objective"]
+        row: dict[str, Any] = {"frac": frac, "beta": beta, "n": n, "d": d, "gates": p}
+        for name, r in (("newton", newton), ("fista", fista)):
+            row[name] = {k: v for k, v in r.items() if k != "z"}
+        if not args.skip_peers:
+            a = _lifted(x, gates)
+            for name, make in (("skglm", _skglm), ("celer", _celer)):
+                t0 = time.perf_counter()
+                w, info = make(a, y, d, beta)
+                obj = objective_np(x, y, gates, w.reshape(p, d), beta)
+                row[name] = {"time": time.perf_counter() - t0, "objective": obj, "rel_to_ours": (obj - ref) / ref}
+                row[name].update(info)
+            cl = solve_cvxpy(x, y, gates, beta, "CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+            row["clarabel"] = {
+                "time": cl["time_total"],
+                "status": cl["status"],
+                "objective": cl["objective"],
+                "rel_to_ours": (cl["objective"] - ref) / ref,
+            }
+        rows.append(row)
+        print(f"frac {frac:g}: " + ", ".join(f"{k} {v['time']:.3g}s" for k, v in row.items() if isinstance(v, dict)))
+    table = []
+    for r in rows:
+        peers = [k for k in ("clarabel", "skglm", "celer") if k in r]
+        line = [
+            f"{r['frac']:g}",
+            f"{r['newton']['time']:.3g} ({r['newton']['n_iter']} it, gap {r['newton']['rel_gap']:.1e})",
+            f"{r['fista']['time']:.3g} ({r['fista']['n_iter']} it)",
+        ]
+        line += [f"{r[k]['time']:.3g} ({r[k]['rel_to_ours']:+.1e})" for k in peers]
+        line += [f"{min(r[k]['time'] for k in peers) / r['newton']['time']:.1f}x" if peers else "-"]
+        table.append(line)
+    heads = ["β/β_max", "Newton s", "FISTA s"] + [f"{k} s (rel. obj.)" for k in ("clarabel", "skglm", "celer")]
+    heads = heads[: 3 + len([k for k in ("clarabel", "skglm", "celer") if k in rows[0]])] + ["best peer / Newton"]
+    print_table(heads, table, title=f"gated MLP, squared loss, N={n}, d={d}, {p} gates, tol {args.tol:g}")
+    return rows
+
+
+def _skglm(a: np.ndarray, y: np.ndarray, d: int, beta: float) -> tuple[np.ndarray, dict]:
+    from skglm import GroupLasso
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = GroupLasso(groups=d, alpha=beta, tol=1e-10, max_iter=1000, fit_intercept=False).fit(a, y)
+    return np.asarray(m.coef_), {"tol": 1e-10}
+
+
+def _celer(a: np.ndarray, y: np.ndarray, d: int, beta: float) -> tuple[np.ndarray, dict]:
+    from celer import GroupLasso
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = GroupLasso(groups=d, alpha=beta, tol=1e-10, max_iter=1000, fit_intercept=False).fit(a, y)
+    return np.asarray(m.coef_), {"tol": 1e-10}
+
+
+def part_quickstart(args: Any) -> list[dict]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_tr, _, y_tr, _ = train_test_split(digits.data / 16.0, digits.target, test_size=0.25, random_state=0)
+    rows = []
+    for solver in ("newton", "fista"):
+        est = ConvexMLPClassifier(n_gates=50, beta=1e-2, tol=1e-6, max_iter=20_000, random_state=0, solver=solver)
+        t0 = time.perf_counter()
+        est.fit(x_tr, y_tr)
+        rows.append(
+            {
+                "solver": solver,
+                "fit_s": time.perf_counter() - t0,
+                "solve_s": est.solve_time_,
+                "n_iter": est.n_iter_,
+                "status": est.status_,
+                "objective": est.objective_,
+                "rel_gap": est.certificate_.rel_gap,
+            }
+        )
+    print_table(
+        ["solver", "fit s", "solve s", "iterations", "objective", "rel. gap"],
+        [
+            [
+                r["solver"],
+                f"{r['fit_s']:.2f}",
+                f"{r['solve_s']:.2f}",
+                r["n_iter"],
+                f"{r['objective']:.9f}",
+                f"{r['rel_gap']:.1e}",
+            ]
+            for r in rows
+        ],
+        title="quickstart convex program (digits, 50 gates, cross-entropy, block nuclear, beta=1e-2, tol 1e-6)",
+    )
+    return rows
+
+
+def part_heads(args: Any) -> list[dict]:
+    import bench_heads_adam as bh
+
+    n = 100 if args.quick else 400
+    rows = []
+    for key, spec in bh.HEADS.items():
+        x, y = bh.planted_data(spec, n, 16, 8, 4, args.seed)
+        gates = bh.sample_gates(spec, 16, 8, spec.n_gates, args.seed)
+        xt = torch.as_tensor(x, dtype=bh.DTYPE)
+        bmax = bh.beta_max(spec, xt, torch.as_tensor(y), gates, 4)
+        for frac in (0.1, 0.01):
+            row: dict[str, Any] = {"head": key, "frac": frac}
+            for solver in ("newton", "fista"):
+                est = _head_estimator(bh, spec, gates, frac * bmax, solver)
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    est.fit(x, y)
+                row[solver] = {
+                    "time": time.perf_counter() - t0,
+                    "n_iter": est.n_iter_,
+                    "status": est.status_,
+                    "objective": est.objective_,
+                    "rel_gap": est.certificate_.rel_gap,
+                }
+            rows.append(row)
+            print(f"{key} {frac:g}: newton {row['newton']['time']:.2f}s fista {row['fista']['time']:.2f}s")
+    print_table(
+        ["head", "β/β_max", "Newton s (steps)", "FISTA s (iterations)", "FISTA/Newton", "rel. obj. diff"],
+        [
+            [
+                r["head"],
+                f"{r['frac']:g}",
+                f"{r['newton']['time']:.2f} ({r['newton']['n_iter']}, {r['newton']['status']})",
+                f"{r['fista']['time']:.2f} ({r['fista']['n_iter']}, {r['fista']['status']})",
+                f"{r['fista']['time'] / r['newton']['time']:.1f}x",
+                f"{(r['newton']['objective'] - r['fista']['objective']) / r['fista']['objective']:+.1e}",
+            ]
+            for r in rows
+        ],
+        title=f"token heads, N={n}, s=16, d=8, c=4, cross-entropy, tol 1e-8",
+    )
+    return rows
+
+
+def _head_estimator(bh: Any, spec: Any, gates: torch.Tensor | None, beta: float, solver: str) -> Any:
+    kw: dict[str, Any] = {"kind": spec.kind, "beta": beta, "tol": 1e-8, "max_iter": 200_000, "solver": solver}
+    if gates is not None:
+        kw["gates"] = gates.numpy()
+    if spec.family == "attention":
+        return bh.ConvexAttentionClassifier(**kw)
+    if spec.family == "mixer":
+        return bh.ConvexMixerClassifier(**kw)
+    return bh.ConvexFNOClassifier(blocks=spec.blocks, grid=bh.GRID, **kw)
+
+
+def part_pyscnn(args: Any) -> list[dict]:
+    try:
+        import bench_pyscnn as bp
+    except ImportError as exc:  # pyscnn missing: see BENCHMARKS.md "Installing pyscnn without touching torch"
+        print(f"pyscnn part skipped: {exc}")
+        return []
+    rows = []
+    for n in (500,) if args.quick else (2000, 10_000):
+        x, y = planted_regression(n, 50, args.seed)
+        gates = gaussian_gates(50, 500, args.seed)
+        lam = 1e-3
+        t0 = time.perf_counter()
+        theirs = bp.run_pyscnn(x, y, gates, lam)
+        t_theirs = time.perf_counter() - t0
+        target = theirs["objective"]
+        masks = torch.tensor((x @ gates >= 0).astype(np.float64))
+        op = GatedMLPOperator(torch.tensor(x), masks, 1)
+        prob = CompositeProblem(SquaredLoss(torch.tensor(y[:, None])), op, GroupL2(axes=(1, 2)), lam)
+        hit: dict[str, float] = {}
+        t0 = time.perf_counter()
+
+        def cb(_s: Any, cert: Any, t0: float = t0, target: float = target, hit: dict = hit) -> None:
+            if "t" not in hit and cert.primal <= target:
+                hit["t"] = time.perf_counter() - t0
+
+        res = SemismoothNewton(tol=args.tol).run(prob, callback=cb)
+        rows.append(
+            {
+                "n": n,
+                "pyscnn_s": t_theirs,
+                "pyscnn_objective": target,
+                "ours_to_their_objective_s": hit.get("t", float("nan")),
+                "ours_total_s": res.time,
+                "ours_objective": res.objective,
+                "ours_rel_gap": res.certificate.rel_gap,
+            }
+        )
+    print_table(
+        ["N", "pyscnn s", "ours to pyscnn's objective s", "ratio", "ours certified s (gap)"],
+        [
+            [
+                r["n"],
+                f"{r['pyscnn_s']:.2f}",
+                f"{r['ours_to_their_objective_s']:.2f}",
+                f"{r['ours_to_their_objective_s'] / r['pyscnn_s']:.2f}",
+                f"{r['ours_total_s']:.2f} ({r['ours_rel_gap']:.1e})",
+            ]
+            for r in rows
+        ],
+        title="pyscnn R-FISTA vs ours (Newton), d=50, 500 gates",
+    )
+    return rows
+
+
+def main() -> None:
+    p = base_parser(__doc__ or "")
+    p.add_argument("--parts", nargs="+", default=["family", "quickstart", "heads", "pyscnn"])
+    p.add_argument("--beta-fracs", type=float, nargs="+", default=[3e-4, 1e-3, 1e-2, 1e-1])
+    p.add_argument("--tol", type=float, default=1e-6)
+    p.add_argument("--skip-peers", action="store_true", help="family part: ours only")
+    args = p.parse_args()
+    set_threads(args.threads)
+    out: dict[str, Any] = {"machine": machine_info(), "args": vars(args)}
+    parts = {"family": part_family, "quickstart": part_quickstart, "heads": part_heads, "pyscnn": part_pyscnn}
+    for name in args.parts:
+        out[name] = parts[name](args)
+    write_json(out_name(NAME, args.quick), out)
+
+
+if __name__ == "__main__":
+    main()
