@@ -59,6 +59,7 @@ _DAMPING = 1e-4  # μ_k = L_f · _DAMPING · min(1, relative gap): smaller chang
 _NEWTON_FORCING = 0.3  # stop Newton on ψ once ‖∇ψ‖ ≤ this · ‖B(P − X)‖ (the multiplier's move); 1.0 diverged
 _MAX_NEWTON = 20  # Newton steps per multiplier update
 _FALLBACK_ITER = 10_000  # FISTA iterations after a stalled Newton step (and at most max_iter − Newton steps)
+_MAX_STALE = 4  # multiplier updates without a better inner gap before SSNAL gives up (the rounding floor)
 _SIGMA_BACK = 2  # the next outer step starts SSNAL at σ_last / growth², not at 1/‖B‖² again
 
 Map = Callable[[torch.Tensor], torch.Tensor]
@@ -265,7 +266,7 @@ class SemismoothNewton:
         if state.sigma_max is None:
             state.sigma_max = 1e10 * self._sigma0(ops, x)
         sigma = state.sigma if state.sigma is not None else state.sigma_max * 1e-10
-        best_x, best_gap = x, math.inf
+        best_x, best_gap, stale = x, math.inf, 0
         b_norm = float(b.norm())
         for _ in range(60):
             thr = sigma * beta
@@ -295,6 +296,8 @@ class SemismoothNewton:
                     if self._psi(b, y_new, p_new, sigma) <= psi0 + 1e-4 * alpha * slope:
                         break
                     alpha *= 0.5
+                else:  # no decrease of ψ along d: rounding has the last word at this σ
+                    break
                 y, bty = y_new, bty_new
             # --- multiplier update and the inner certificate ---------------------------------------------------
             x, bx = p, bp
@@ -311,8 +314,10 @@ class SemismoothNewton:
             gap = max(primal - dual, 0.0) / max(abs(primal), 1e-300)
 
             if gap < best_gap:
-                best_x, best_gap = x, gap
-            if gap <= tol or time.perf_counter() > deadline or b_norm == 0.0:
+                best_x, best_gap, stale = x, gap, 0
+            else:
+                stale += 1
+            if gap <= tol or time.perf_counter() > deadline or b_norm == 0.0 or stale >= _MAX_STALE:
                 break
             sigma = min(sigma * self.sigma_growth, state.sigma_max)
         state.sigma = sigma / self.sigma_growth**_SIGMA_BACK
