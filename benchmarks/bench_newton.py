@@ -231,6 +231,7 @@ def part_heads(args: Any) -> list[dict]:
 
 def _head_estimator(bh: Any, spec: Any, gates: torch.Tensor | None, beta: float, solver: str) -> Any:
     kw: dict[str, Any] = {"kind": spec.kind, "beta": beta, "tol": 1e-8, "max_iter": 200_000, "solver": solver}
+    kw["max_time"] = 120.0
     if gates is not None:
         kw["gates"] = gates.numpy()
     if spec.family == "attention":
