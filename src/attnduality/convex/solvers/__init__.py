@@ -6,10 +6,11 @@ from .factored import FactoredResult, FactoredSolver, FactoredState, spectral_no
 from .fista import FISTA, FISTAState, History, SolveResult
 from .newton import NewtonState, SemismoothNewton
 from .path import beta_max, solve_path
-from .select import SOLVERS, check_solver, make_solver
+from .select import SOLVERS, AutoSolver, check_solver, make_solver
 from .threads import solver_threads
 
 __all__ = [
+    "AutoSolver",
     "FISTA",
     "FISTAState",
     "FactoredResult",

@@ -7,11 +7,18 @@ timed, by the most at small β, where heads fit data; at β ≥ 0.1·β_max the 
 
 from __future__ import annotations
 
-from ..problem import CompositeProblem
-from .fista import FISTA
-from .newton import SemismoothNewton
+import time
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["SOLVERS", "check_solver", "make_solver"]
+import torch
+
+from ..problem import CompositeProblem
+from .fista import FISTA, SolveResult
+from .newton import SemismoothNewton
+from .threads import solver_threads
+
+__all__ = ["SOLVERS", "AutoSolver", "check_solver", "make_solver"]
 
 SOLVERS = ("auto", "fista", "newton")
 
@@ -23,17 +30,68 @@ def check_solver(name: object) -> str:
     return name
 
 
+class AutoSolver:
+    """FISTA, then semismooth Newton from FISTA's best point once ``switch_iter`` iterations have not certified the
+    problem (see the module docstring). ``max_iter`` bounds FISTA iterations plus Newton steps; the result's
+    ``n_iter`` and history count both, Newton steps after FISTA's iterations."""
+
+    def __init__(
+        self, tol: float = 1e-6, max_iter: int = 10_000, max_time: float | None = None, switch_iter: int = 300
+    ) -> None:
+        self.tol, self.max_iter, self.max_time, self.switch_iter = tol, max_iter, max_time, switch_iter
+
+    def run(
+        self,
+        problem: CompositeProblem,
+        z0: torch.Tensor | None = None,
+        callback: Callable[[Any, Any], None] | None = None,
+    ) -> SolveResult:
+        start = time.perf_counter()
+        with solver_threads(problem):
+            newton_ok = SemismoothNewton.supports(problem)
+            first = min(self.max_iter, self.switch_iter) if newton_ok else self.max_iter
+            res = FISTA(tol=self.tol, max_iter=first, max_time=self.max_time).run(problem, z0, callback)
+            if res.status != "max_iter" or not newton_ok or first >= self.max_iter:
+                return res
+            left = None if self.max_time is None else self.max_time - (time.perf_counter() - start)
+            if left is not None and left <= 0:
+                res.status = "max_time"
+                return res
+            newton = SemismoothNewton(tol=self.tol, max_iter=self.max_iter - res.n_iter, max_time=left)
+            more = newton.run(problem, res.z, callback)
+        history = res.history
+        t0 = history.time[-1] if history.time else 0.0
+        for it, t, obj, gap in zip(
+            more.history.n_iter[1:],
+            more.history.time[1:],
+            more.history.objective[1:],
+            more.history.rel_gap[1:],
+            strict=True,
+        ):
+            history.append(res.n_iter + it, t0 + t, obj, gap)
+        best = more if more.objective <= res.objective or more.converged else res
+        return SolveResult(
+            z=best.z,
+            objective=best.objective,
+            certificate=best.certificate,
+            status=more.status,
+            n_iter=res.n_iter + more.n_iter,
+            time=time.perf_counter() - start,
+            history=history,
+        )
+
+
 def make_solver(
     name: str, problem: CompositeProblem, tol: float, max_iter: int, max_time: float | None
-) -> FISTA | SemismoothNewton:
+) -> FISTA | SemismoothNewton | AutoSolver:
     """The solver ``name`` (``"auto"``, ``"fista"`` or ``"newton"``) for ``problem``.
 
-    ``max_iter`` counts FISTA iterations or proximal Newton steps. Asking for ``"newton"`` where it does not apply
+    ``max_iter`` counts FISTA iterations and proximal Newton steps. Asking for ``"newton"`` where it does not apply
     raises ``ValueError``.
     """
     check_solver(name)
     if name == "auto":
-        name = "newton" if SemismoothNewton.supports(problem) else "fista"
+        return AutoSolver(tol=tol, max_iter=max_iter, max_time=max_time)
     if name == "newton":
         if not SemismoothNewton.supports(problem):
             raise ValueError(
