@@ -48,7 +48,7 @@ from attnduality.convex import (
     GroupL2,
     SquaredLoss,
 )
-from attnduality.convex.solvers import SemismoothNewton
+from attnduality.convex.solvers import AutoSolver, SemismoothNewton
 
 NAME = "bench_newton"
 
@@ -88,9 +88,10 @@ def part_family(args: Any) -> list[dict]:
         prob = base.with_beta(beta)
         newton = _ours(prob, SemismoothNewton(tol=args.tol))
         fista = _ours(prob, FISTA(tol=args.tol, max_iter=100_000))
+        auto = _ours(prob, AutoSolver(tol=args.tol, max_iter=100_000))
         ref = newton["objective"]
         row: dict[str, Any] = {"frac": frac, "beta": beta, "n": n, "d": d, "gates": p}
-        for name, r in (("newton", newton), ("fista", fista)):
+        for name, r in (("newton", newton), ("fista", fista), ("auto", auto)):
             row[name] = {k: v for k, v in r.items() if k != "z"}
         if not args.skip_peers:
             a = _lifted(x, gates)
@@ -116,12 +117,14 @@ def part_family(args: Any) -> list[dict]:
             f"{r['frac']:g}",
             f"{r['newton']['time']:.3g} ({r['newton']['n_iter']} it, gap {r['newton']['rel_gap']:.1e})",
             f"{r['fista']['time']:.3g} ({r['fista']['n_iter']} it)",
+            f"{r['auto']['time']:.3g} ({r['auto']['n_iter']} it)",
         ]
         line += [f"{r[k]['time']:.3g} ({r[k]['rel_to_ours']:+.1e})" for k in peers]
         line += [f"{min(r[k]['time'] for k in peers) / r['newton']['time']:.1f}x" if peers else "-"]
         table.append(line)
-    heads = ["β/β_max", "Newton s", "FISTA s"] + [f"{k} s (rel. obj.)" for k in ("clarabel", "skglm", "celer")]
-    heads = heads[: 3 + len([k for k in ("clarabel", "skglm", "celer") if k in rows[0]])] + ["best peer / Newton"]
+    heads = ["β/β_max", "Newton s", "FISTA s", "auto s"]
+    heads += [f"{k} s (rel. obj.)" for k in ("clarabel", "skglm", "celer")]
+    heads = heads[: 4 + len([k for k in ("clarabel", "skglm", "celer") if k in rows[0]])] + ["best peer / Newton"]
     print_table(heads, table, title=f"gated MLP, squared loss, N={n}, d={d}, {p} gates, tol {args.tol:g}")
     return rows
 
@@ -151,7 +154,7 @@ def part_quickstart(args: Any) -> list[dict]:
     digits = load_digits()
     x_tr, _, y_tr, _ = train_test_split(digits.data / 16.0, digits.target, test_size=0.25, random_state=0)
     rows = []
-    for solver in ("newton", "fista"):
+    for solver in ("newton", "fista", "auto"):
         est = ConvexMLPClassifier(n_gates=50, beta=1e-2, tol=1e-6, max_iter=20_000, random_state=0, solver=solver)
         t0 = time.perf_counter()
         est.fit(x_tr, y_tr)
