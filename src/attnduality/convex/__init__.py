@@ -34,9 +34,10 @@ from .operators import (
 from .penalties import BlockNuclearNorm, ConeGroupL2, GroupL2, L1Norm, NuclearNorm, Penalty, get_penalty
 from .problem import CompositeProblem
 from .recovery import gated_mlp_to_module, regularized_objective, relu_mlp_to_module
-from .solvers import FISTA, FactoredSolver, SolveResult, beta_max, solve_path
+from .solvers import FISTA, AutoSolver, FactoredSolver, SemismoothNewton, SolveResult, beta_max, solve_path
 
 __all__ = [
+    "AutoSolver",
     "BlockNuclearNorm",
     "Certificate",
     "CompositeProblem",
@@ -64,6 +65,7 @@ __all__ = [
     "NuclearNormRegressor",
     "Penalty",
     "ReLUMLPOperator",
+    "SemismoothNewton",
     "SolveResult",
     "SquaredLoss",
     "beta_max",

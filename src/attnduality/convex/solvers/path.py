@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..problem import CompositeProblem
 from .fista import FISTA, SolveResult
 from .newton import SemismoothNewton
+
+if TYPE_CHECKING:
+    from .select import AutoSolver
 
 __all__ = ["beta_max", "solve_path"]
 
@@ -19,7 +23,7 @@ def beta_max(problem: CompositeProblem) -> float:
 
 
 def solve_path(
-    problem: CompositeProblem, betas: Sequence[float], solver: FISTA | SemismoothNewton | None = None
+    problem: CompositeProblem, betas: Sequence[float], solver: FISTA | SemismoothNewton | AutoSolver | None = None
 ) -> list[SolveResult]:
     """Solve for every β in ``betas``, from the largest to the smallest, each warm-started from the previous
     solution. Results are returned in the order of ``betas``."""
