@@ -1,11 +1,11 @@
 """scikit-learn faces of the convex programs: each wires a loss, an operator, a penalty and a solver.
 
-Every estimator minimises ``(1/N) Σ_i L(f(x_i), y_i) + β · penalty`` on the data as given (no rescaling) and
-solves it with ``solver`` (``"auto"``: the semismooth Newton solver where it applies, else FISTA; ``"fista"``;
-``"newton"``; see :mod:`attnduality.convex.solvers.select`) and exposes ``objective_``, ``certificate_`` (a
-:class:`~attnduality.convex.certificates.Certificate`),
-``status_``, ``n_iter_`` and ``history_``. A solve that does not reach ``tol`` keeps its best iterate, says so in
-``status_`` and raises a :class:`~sklearn.exceptions.ConvergenceWarning`.
+Every estimator minimises ``(1/N) Σ_i L(f(x_i), y_i) + β · penalty`` on the data as given (no rescaling), solves
+it with ``solver`` (``"auto"``: FISTA, then the semismooth Newton solver where FISTA has not certified the fit in
+300 iterations; ``"fista"``; ``"newton"``; see :mod:`attnduality.convex.solvers.select`) and exposes
+``objective_``, ``certificate_`` (a :class:`~attnduality.convex.certificates.Certificate`), ``status_``,
+``n_iter_`` and ``history_``. A solve that does not reach ``tol`` keeps its best iterate, says so in ``status_`` and
+raises a :class:`~sklearn.exceptions.ConvergenceWarning`.
 """
 
 from __future__ import annotations
