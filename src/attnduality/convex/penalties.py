@@ -142,8 +142,8 @@ def _svt_jacobian(w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.T
     ``W = U Σ V₁ᵀ``, with ``g(σ) = (σ − t)_+`` and ``Ã = Uᵀ H V₁``,
     ``J H = U [Ω₁ ∘ sym(Ã) + Ω₂ ∘ skew(Ã)] V₁ᵀ + U diag(g(σ)/σ) Uᵀ H (I − V₁V₁ᵀ)`` where
     ``Ω₁[i, j] = (g_i − g_j)/(σ_i − σ_j)`` (1 where both exceed ``t``, 0 where neither does) and
-    ``Ω₂[i, j] = (g_i + g_j)/(σ_i + σ_j)``. Only the singular pairs above ``t`` enter, so the map is applied
-    through the active part of ``U`` when the blocks are of low rank.
+    ``Ω₂[i, j] = (g_i + g_j)/(σ_i + σ_j)``. The map is applied with the full thin SVD: two batched products with
+    ``U`` and two with ``V₁`` per application.
     """
     if _is_vector_block(w):
         return GroupL2(axes=(-2, -1)).prox_jacobian(w, t)
