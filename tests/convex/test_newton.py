@@ -192,6 +192,9 @@ def test_auto_solver_switches_once_fista_is_slow():
     assert res.history.n_iter == sorted(res.history.n_iter) and res.history.time == sorted(res.history.time)
     capped = AutoSolver(tol=1e-14, max_iter=51, switch_iter=50).run(hard)  # 50 FISTA iterations + 1 Newton step
     assert capped.status == "max_iter" and capped.n_iter == 51 and np.isfinite(capped.objective)
+    for bad in (dict(tol=-1.0), dict(max_iter=0), dict(switch_iter=0)):
+        with pytest.raises(ValueError, match="switch_iter"):
+            AutoSolver(**bad)
 
 
 def test_make_solver_and_thread_policy():

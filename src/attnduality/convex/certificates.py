@@ -38,6 +38,13 @@ class Certificate:
         return self.dual
 
 
+def _feasible_scale(r: float, beta: float) -> float:
+    """The factor that brings a dual point with ``R°(−A*Θ) = r`` into ``R°(−A*Θ) ≤ β``."""
+    if r <= beta:
+        return 1.0
+    return beta / r if beta > 0 else 0.0
+
+
 def duality_gap(
     problem: CompositeProblem,
     z: torch.Tensor,
@@ -55,19 +62,12 @@ def duality_gap(
     u64 = u.double()
     g = problem.loss.grad(u64)
     primal = float(problem.loss.value(u64)) + problem.beta * float(problem.penalty.value(z))
-    if r <= problem.beta:
-        scale = 1.0
-    elif problem.beta > 0:
-        scale = problem.beta / r
-    else:
-        scale = 0.0
-    theta = problem.loss.dual_feasible(g, scale)
+    theta = problem.loss.dual_feasible(g, _feasible_scale(r, problem.beta))
     dual = -float(problem.loss.conjugate(theta))
     if dual_point is not None:
         th, adj_th = dual_point
-        r_th = float(problem.penalty.dual_norm(-adj_th))
-        s_th = 1.0 if r_th <= problem.beta else problem.beta / r_th
-        other = -float(problem.loss.conjugate(s_th * th.double()))
+        scale = _feasible_scale(float(problem.penalty.dual_norm(-adj_th)), problem.beta)
+        other = -float(problem.loss.conjugate(scale * th.double()))
         if math.isfinite(other) and other > dual:
             dual = other
     if not math.isfinite(primal):

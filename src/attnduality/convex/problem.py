@@ -35,6 +35,15 @@ class CompositeProblem:
     def with_beta(self, beta: float) -> CompositeProblem:
         return replace(self, beta=float(beta))
 
+    def start_point(self, z0: torch.Tensor | None) -> torch.Tensor:
+        """A solver's first iterate: zeros, or a copy of the warm start ``z0`` in the operator's dtype and device
+        (``ValueError`` when its shape is not the operator's ``z_shape``)."""
+        op = self.operator
+        z = op.zeros() if z0 is None else z0.to(dtype=op.dtype, device=op.device).clone()
+        if tuple(z.shape) != tuple(op.z_shape):
+            raise ValueError(f"warm start has shape {tuple(z.shape)}, expected {op.z_shape}")
+        return z
+
     def objective(self, z: torch.Tensor) -> float:
         return float(self.loss.value(self.operator.forward(z)) + self.beta * self.penalty.value(z))
 

@@ -37,6 +37,15 @@ class History:
         self.objective.append(objective)
         self.rel_gap.append(rel_gap)
 
+    def extend(self, other: History, skip: int = 0) -> None:
+        """Continue with ``other`` (a later solve from this one's last point), its iterations and times counted after
+        this history's last entry; its first ``skip`` entries are left out."""
+        it0 = self.n_iter[-1] if self.n_iter else 0
+        t0 = self.time[-1] if self.time else 0.0
+        rows = zip(other.n_iter, other.time, other.objective, other.rel_gap, strict=True)
+        for it, t, obj, gap in list(rows)[skip:]:
+            self.append(it0 + it, t0 + t, obj, gap)
+
 
 @dataclass
 class SolveResult:
@@ -54,6 +63,56 @@ class SolveResult:
     @property
     def converged(self) -> bool:
         return self.status == "converged"
+
+
+class SolveMonitor:
+    """The certificate checks every solver's loop shares: divergence, history, the best iterate, the callback and
+    the stopping rules (``tol`` on the relative gap, ``max_iter``, ``max_time``), and the final :class:`SolveResult`."""
+
+    def __init__(self, problem: CompositeProblem, tol: float, max_iter: int, max_time: float | None) -> None:
+        self.problem, self.tol, self.max_iter, self.max_time = problem, tol, max_iter, max_time
+        self.start = time.perf_counter()
+        self.history = History()
+        self.best: tuple[torch.Tensor, Certificate] | None = None
+        self.status = "max_iter"
+
+    def stop(self, z: torch.Tensor, n_iter: int, cert: Certificate, on_check: Callable[[], None] | None) -> bool:
+        """Record the certificate ``cert`` of ``z`` after ``n_iter`` iterations; ``True`` when the solve is over."""
+        elapsed = time.perf_counter() - self.start
+        if not math.isfinite(cert.primal) or not bool(torch.isfinite(z).all()):
+            self.status = "diverged"
+            return True
+        self.history.append(n_iter, elapsed, cert.primal, cert.rel_gap)
+        if self.best is None or cert.primal <= self.best[1].primal:
+            self.best = (z, cert)
+        if on_check is not None:
+            on_check()
+        if cert.rel_gap <= self.tol:
+            self.status = "converged"
+            self.best = (z, cert)
+            return True
+        if n_iter >= self.max_iter:
+            return True
+        if self.max_time is not None and elapsed >= self.max_time:
+            self.status = "max_time"
+            return True
+        return False
+
+    def result(self, n_iter: int) -> SolveResult:
+        """The best iterate (``Z = 0`` when the solve diverged before its first finite certificate)."""
+        if self.best is None:
+            z = self.problem.operator.zeros()
+            self.best = (z, self.problem.certificate(z))
+        z, cert = self.best
+        return SolveResult(
+            z=z,
+            objective=cert.primal,
+            certificate=cert,
+            status=self.status,
+            n_iter=n_iter,
+            time=time.perf_counter() - self.start,
+            history=self.history,
+        )
 
 
 @dataclass
@@ -107,9 +166,7 @@ class FISTA:
 
     def init(self, problem: CompositeProblem, z0: torch.Tensor | None = None, step: float | None = None) -> FISTAState:
         op = problem.operator
-        z = op.zeros() if z0 is None else z0.to(dtype=op.dtype, device=op.device).clone()
-        if tuple(z.shape) != tuple(op.z_shape):
-            raise ValueError(f"warm start has shape {tuple(z.shape)}, expected {op.z_shape}")
+        z = problem.start_point(z0)
         if z0 is not None:  # a warm start outside the penalty's domain (e.g. a cone) is projected into it
             z = problem.penalty.prox(z, 0.0)
         if step is None:
@@ -172,51 +229,13 @@ class FISTA:
     ) -> SolveResult:
         """Iterate until the relative duality gap is ≤ ``tol`` (checked every ``check_every`` iterations)."""
         with solver_threads(problem):
-            return self._run(problem, z0, callback)
-
-    def _run(
-        self,
-        problem: CompositeProblem,
-        z0: torch.Tensor | None,
-        callback: Callable[[FISTAState, Certificate], None] | None,
-    ) -> SolveResult:
-        start = time.perf_counter()
-        history = History()
-        state = self.init(problem, z0)
-        best: tuple[torch.Tensor, Certificate] | None = None
-        status = "max_iter"
-        while True:
-            if state.n_iter % self.check_every == 0 or state.n_iter >= self.max_iter:
-                cert = problem.certificate(state.z, state.u)
-                elapsed = time.perf_counter() - start
-                if not math.isfinite(cert.primal) or not bool(torch.isfinite(state.z).all()):
-                    status = "diverged"
-                    break
-                history.append(state.n_iter, elapsed, cert.primal, cert.rel_gap)
-                if best is None or cert.primal <= best[1].primal:
-                    best = (state.z, cert)
-                if callback is not None:
-                    callback(state, cert)
-                if cert.rel_gap <= self.tol:
-                    status = "converged"
-                    best = (state.z, cert)
-                    break
-                if state.n_iter >= self.max_iter:
-                    break
-                if self.max_time is not None and elapsed >= self.max_time:
-                    status = "max_time"
-                    break
-            state = self.step(problem, state)
-        if best is None:  # diverged before the first finite certificate: fall back to Z = 0
-            z = problem.operator.zeros()
-            best = (z, problem.certificate(z))
-        z, cert = best
-        return SolveResult(
-            z=z,
-            objective=cert.primal,
-            certificate=cert,
-            status=status,
-            n_iter=state.n_iter,
-            time=time.perf_counter() - start,
-            history=history,
-        )
+            monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time)
+            state = self.init(problem, z0)
+            while True:
+                if state.n_iter % self.check_every == 0 or state.n_iter >= self.max_iter:
+                    cert = problem.certificate(state.z, state.u)
+                    on_check = None if callback is None else lambda s=state, c=cert: callback(s, c)
+                    if monitor.stop(state.z, state.n_iter, cert, on_check):
+                        break
+                state = self.step(problem, state)
+            return monitor.result(state.n_iter)

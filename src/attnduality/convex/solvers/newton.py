@@ -54,7 +54,7 @@ from ..certificates import Certificate
 from ..losses import SquaredLoss
 from ..penalties import Penalty
 from ..problem import CompositeProblem
-from .fista import FISTA, History, SolveResult
+from .fista import FISTA, SolveMonitor, SolveResult
 from .threads import solver_threads
 
 __all__ = ["SemismoothNewton", "NewtonState"]
@@ -184,18 +184,16 @@ class SemismoothNewton:
                 f"{type(problem.penalty).__name__} has no prox Jacobian; the semismooth Newton solver does not apply "
                 "(use solver='fista')"
             )
-        op = problem.operator
-        z = op.zeros() if z0 is None else z0.to(dtype=op.dtype, device=op.device).clone()
-        if tuple(z.shape) != tuple(op.z_shape):
-            raise ValueError(f"warm start has shape {tuple(z.shape)}, expected {op.z_shape}")
-        return NewtonState(z=z, u=op.forward(z), n_products=1)
+        z = problem.start_point(z0)
+        return NewtonState(z=z, u=problem.operator.forward(z), n_products=1)
 
     # --- the outer step -------------------------------------------------------------------------------------
-    def _factor(self, problem: CompositeProblem, state: NewtonState) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def _factor(
+        self, problem: CompositeProblem, state: NewtonState, g: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``S`` with ``S² = ∇²f(U) + μI`` per sample (``None`` for the squared loss, whose ``S = I/√N`` is folded
-        into ``b`` and ``β``), and ``b``."""
+        into ``b`` and ``β``), and ``b``; ``g = ∇f(U)``."""
         loss, u = problem.loss, state.u
-        g = loss.grad(u)
         if isinstance(loss, SquaredLoss):
             return None, u - loss.n_samples * g  # = Y: the inner problem is N times the original one
         mu = loss.lipschitz() * _DAMPING * min(1.0, max(state.rel_gap, 1e-10))
@@ -214,7 +212,8 @@ class SemismoothNewton:
     def step(self, problem: CompositeProblem, state: NewtonState, inner_tol: float, deadline: float) -> NewtonState:
         """One proximal Newton step: solve the least-squares model by SSNAL, then an Armijo search along it."""
         loss, pen, beta = problem.loss, problem.penalty, problem.beta
-        s, b = self._factor(problem, state)
+        g = loss.grad(state.u)
+        s, b = self._factor(problem, state, g)
         ops = _Counted(problem, s, state)
         # the squared loss is solved as N·f: the same minimiser at penalty N·β
         inner_beta = beta * loss.n_samples if s is None else beta
@@ -231,7 +230,7 @@ class SemismoothNewton:
         f0 = float(loss.value(state.u))
         r0 = float(pen.value(state.z))
         r1 = float(pen.value(z_hat))
-        decrease = _dot(loss.grad(state.u), u_hat - state.u) + beta * (r1 - r0)
+        decrease = _dot(g, u_hat - state.u) + beta * (r1 - r0)
         state.n_iter += 1
         if not decrease < 0:  # no descent left in the model: rounding, or the current point is optimal
             state.stalled = True
@@ -352,26 +351,22 @@ class SemismoothNewton:
     def _finish_with_fista(
         self,
         problem: CompositeProblem,
-        z: torch.Tensor,
-        history: History,
+        monitor: SolveMonitor,
         state: NewtonState,
-        start: float,
         callback: Callable[[NewtonState, Certificate], None] | None,
     ) -> SolveResult:
         """Hand a stalled solve to FISTA from the best iterate, within the remaining time; the history continues
         with FISTA's iterations counted after the Newton steps."""
-        remaining = None if self.max_time is None else max(self.max_time - (time.perf_counter() - start), 1e-9)
+        assert monitor.best is not None  # a stalled step follows at least one finite certificate
+        elapsed = time.perf_counter() - monitor.start
+        remaining = None if self.max_time is None else max(self.max_time - elapsed, 1e-9)
         budget = max(1, min(_FALLBACK_ITER, self.max_iter - state.n_iter))
         fista = FISTA(tol=self.tol, max_iter=budget, max_time=remaining)
-        res = fista._run(problem, z, None if callback is None else lambda _s, c: callback(state, c))
-        offset, t0 = state.n_iter, history.time[-1] if history.time else 0.0
-        for it, t, obj, gap in zip(
-            res.history.n_iter, res.history.time, res.history.objective, res.history.rel_gap, strict=True
-        ):
-            history.append(offset + it, t0 + t, obj, gap)
-        res.history = history
-        res.n_iter = offset + res.n_iter
-        res.time = time.perf_counter() - start
+        res = fista.run(problem, monitor.best[0], None if callback is None else lambda _s, c: callback(state, c))
+        monitor.history.extend(res.history)
+        res.history = monitor.history
+        res.n_iter = state.n_iter + res.n_iter
+        res.time = time.perf_counter() - monitor.start
         return res
 
     # --- the driver -------------------------------------------------------------------------------------------
@@ -383,59 +378,28 @@ class SemismoothNewton:
     ) -> SolveResult:
         """Proximal Newton steps until the relative duality gap is ≤ ``tol`` (certified after every step)."""
         with solver_threads(problem):
-            return self._run(problem, z0, callback)
+            return self._solve(problem, z0, callback)
 
-    def _run(
+    def _solve(
         self,
         problem: CompositeProblem,
         z0: torch.Tensor | None,
         callback: Callable[[NewtonState, Certificate], None] | None,
     ) -> SolveResult:
-        start = time.perf_counter()
-        deadline = math.inf if self.max_time is None else start + self.max_time
-        history = History()
+        monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time)
+        deadline = math.inf if self.max_time is None else monitor.start + self.max_time
         state = self.init(problem, z0)
-        best: tuple[torch.Tensor, Certificate] | None = None
-        status = "max_iter"
         while True:
             cert = problem.certificate(state.z, state.u, state.dual_point)
             state.n_products += 1
-            elapsed = time.perf_counter() - start
-            if not math.isfinite(cert.primal) or not bool(torch.isfinite(state.z).all()):
-                status = "diverged"
-                break
             state.rel_gap = cert.rel_gap
-            history.append(state.n_iter, elapsed, cert.primal, cert.rel_gap)
-            if best is None or cert.primal <= best[1].primal:
-                best = (state.z, cert)
-            if callback is not None:
-                callback(state, cert)
-            if cert.rel_gap <= self.tol:
-                status = "converged"
-                best = (state.z, cert)
-                break
-            if state.n_iter >= self.max_iter:
-                break
-            if elapsed >= (self.max_time if self.max_time is not None else math.inf):
-                status = "max_time"
-                break
+            on_check = None if callback is None else lambda s=state, c=cert: callback(s, c)
+            if monitor.stop(state.z, state.n_iter, cert, on_check):
+                return monitor.result(state.n_iter)
             if state.stalled:
-                return self._finish_with_fista(problem, best[0], history, state, start, callback)
+                return self._finish_with_fista(problem, monitor, state, callback)
             floor = 10.0 * torch.finfo(state.z.dtype).eps
             inner_tol = max(0.5 * self.tol, floor, 0.1 * min(1.0, cert.rel_gap) ** 1.5)
             if isinstance(problem.loss, SquaredLoss):
                 inner_tol = max(0.5 * self.tol, floor)
             state = self.step(problem, state, inner_tol, deadline)
-        if best is None:
-            z = problem.operator.zeros()
-            best = (z, problem.certificate(z))
-        z, cert = best
-        return SolveResult(
-            z=z,
-            objective=cert.primal,
-            certificate=cert,
-            status=status,
-            n_iter=state.n_iter,
-            time=time.perf_counter() - start,
-            history=history,
-        )

@@ -43,6 +43,10 @@ class AutoSolver:
     def __init__(
         self, tol: float = 1e-6, max_iter: int = 10_000, max_time: float | None = None, switch_iter: int = 300
     ) -> None:
+        if not tol >= 0 or max_iter < 1 or switch_iter < 1:
+            raise ValueError(
+                f"tol must be >= 0, max_iter and switch_iter >= 1; got {tol!r}, {max_iter!r}, {switch_iter!r}"
+            )
         self.tol, self.max_iter, self.max_time, self.switch_iter = tol, max_iter, max_time, switch_iter
 
     def run(
@@ -65,15 +69,7 @@ class AutoSolver:
             newton = SemismoothNewton(tol=self.tol, max_iter=self.max_iter - res.n_iter, max_time=left)
             more = newton.run(problem, res.z, callback)
         history = res.history
-        t0 = history.time[-1] if history.time else 0.0
-        for it, t, obj, gap in zip(
-            more.history.n_iter[1:],
-            more.history.time[1:],
-            more.history.objective[1:],
-            more.history.rel_gap[1:],
-            strict=True,
-        ):
-            history.append(res.n_iter + it, t0 + t, obj, gap)
+        history.extend(more.history, skip=1)  # Newton's first entry is FISTA's last point
         best = more if more.objective <= res.objective or more.converged else res
         return SolveResult(
             z=best.z,
