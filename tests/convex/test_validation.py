@@ -221,3 +221,21 @@ def test_binary_decision_function_is_one_dimensional(cls, loss):
     dec = est.decision_function(X)
     assert dec.shape == (20,)
     np.testing.assert_array_equal(est.predict(X), est.classes_[(dec > 0).astype(int)])
+
+
+def test_verbose_prints_the_certificate_as_plain_lines(capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((80, 4))  # noqa: N806
+    y = (X[:, 0] > 0).astype(int)
+    est = ConvexMLPClassifier(n_gates=4, beta=1e-2, random_state=0, verbose=1).fit(X, y)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "\r" not in err
+    assert lines[0].startswith("ConvexMLPClassifier: iteration 0, objective ")
+    assert "tol 1e-06" in lines[-1]
+    last_gap = float(re.search(r"certified gap (\S+) ", lines[-1]).group(1))
+    assert last_gap <= 1e-6 and est.status_ == "converged"
+    ConvexMLPClassifier(n_gates=4, beta=1e-2, random_state=0).fit(X, y)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="verbose"):
+        ConvexMLPClassifier(verbose=-1).fit(X, y)

@@ -28,7 +28,7 @@ from ..losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss
 from ..operators import LinearOperator
 from ..penalties import Penalty
 from ..problem import CompositeProblem
-from ..solvers import SolveResult, check_solver, make_solver
+from ..solvers import SolveProgress, SolveResult, check_solver, make_solver
 from ..solvers.path import beta_max
 
 __all__ = ["ConvexEstimator", "RegressorTask", "ClassifierTask"]
@@ -58,6 +58,9 @@ class ConvexEstimator(BaseEstimator):
         ):
             raise ValueError(f"max_time must be None or a number of seconds > 0, got {max_time!r}")
         check_solver(self.solver)
+        verbose = self.verbose
+        if not isinstance(verbose, numbers.Integral) or verbose < 0:
+            raise ValueError(f"verbose must be an integer >= 0 (or a bool), got {verbose!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
 
@@ -90,7 +93,12 @@ class ConvexEstimator(BaseEstimator):
 
     def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
         problem = CompositeProblem(loss, operator, penalty, float(self.beta))
-        return make_solver(self.solver, problem, self.tol, self.max_iter, self.max_time).run(problem)
+        solver = make_solver(self.solver, problem, self.tol, self.max_iter, self.max_time)
+        return solver.run(problem, callback=self._progress())
+
+    def _progress(self) -> SolveProgress | None:
+        """The progress printer of ``verbose >= 1`` (``None`` when quiet)."""
+        return SolveProgress(self.tol, label=type(self).__name__) if self.verbose else None
 
     def _store_solution(self, result: SolveResult) -> None:
         self.coef_ = result.z.detach().cpu().numpy()

@@ -362,6 +362,9 @@ _ATTENTION_DOC = """
         Torch device of the solve.
     dtype : {"float64", "float32"}, default="float64"
         Torch dtype of the solve.
+    verbose : int, default=0
+        ``>= 1``: print the solver's iteration, objective and certified gap (against ``tol``) to stderr, at most
+        every 2 seconds and when it stops.
 
     There is no ``fit_intercept`` (a token head has no intercept in this formulation). ``X`` is (N, s, d).
     Fitted ``scale_`` holds the scale used. See :mod:`attnduality.convex.estimators.heads` for the fitted
@@ -391,6 +394,7 @@ class ConvexAttentionRegressor(RegressorTask, _AttentionHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.kind = kind
         self.scale = scale
@@ -405,6 +409,7 @@ class ConvexAttentionRegressor(RegressorTask, _AttentionHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose
 
 
 class ConvexAttentionClassifier(ClassifierTask, _AttentionHead):
@@ -428,6 +433,7 @@ class ConvexAttentionClassifier(ClassifierTask, _AttentionHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.kind = kind
         self.scale = scale
@@ -442,6 +448,7 @@ class ConvexAttentionClassifier(ClassifierTask, _AttentionHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -521,6 +528,7 @@ class ConvexMixerRegressor(RegressorTask, _MixerHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.kind = kind
         self.n_gates = n_gates
@@ -534,6 +542,7 @@ class ConvexMixerRegressor(RegressorTask, _MixerHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose
 
 
 class ConvexMixerClassifier(ClassifierTask, _MixerHead):
@@ -556,6 +565,7 @@ class ConvexMixerClassifier(ClassifierTask, _MixerHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.kind = kind
         self.n_gates = n_gates
@@ -569,6 +579,7 @@ class ConvexMixerClassifier(ClassifierTask, _MixerHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -689,6 +700,7 @@ class ConvexFNORegressor(RegressorTask, _FNOHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.kind = kind
         self.blocks = blocks
@@ -704,6 +716,7 @@ class ConvexFNORegressor(RegressorTask, _FNOHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose
 
 
 class ConvexFNOClassifier(ClassifierTask, _FNOHead):
@@ -728,6 +741,7 @@ class ConvexFNOClassifier(ClassifierTask, _FNOHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.kind = kind
         self.blocks = blocks
@@ -743,3 +757,4 @@ class ConvexFNOClassifier(ClassifierTask, _FNOHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose

@@ -36,6 +36,7 @@ class NuclearNormClassifier(ClassifierTask, _LinearHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.beta = beta
         self.loss = loss
@@ -47,6 +48,7 @@ class NuclearNormClassifier(ClassifierTask, _LinearHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose
 
 
 class NuclearNormRegressor(RegressorTask, _LinearHead):
@@ -64,6 +66,7 @@ class NuclearNormRegressor(RegressorTask, _LinearHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.beta = beta
         self.loss = loss
@@ -75,3 +78,4 @@ class NuclearNormRegressor(RegressorTask, _LinearHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose

@@ -118,6 +118,7 @@ class ConvexMLPRegressor(RegressorTask, _MLPHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.activation = activation
         self.n_gates = n_gates
@@ -132,6 +133,7 @@ class ConvexMLPRegressor(RegressorTask, _MLPHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose
 
 
 class ConvexMLPClassifier(ClassifierTask, _MLPHead):
@@ -152,6 +154,7 @@ class ConvexMLPClassifier(ClassifierTask, _MLPHead):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.activation = activation
         self.n_gates = n_gates
@@ -166,3 +169,4 @@ class ConvexMLPClassifier(ClassifierTask, _MLPHead):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose

@@ -391,6 +391,9 @@ _PARAMS_DOC = """
         Torch device of the solve.
     dtype : {"float64", "float32"}, default="float64"
         Torch dtype of the solve.
+    verbose : int, default=0
+        ``>= 1``: print the solver's iteration, objective and certified gap (against ``tol``) to stderr, at most
+        every 2 seconds and when it stops.
     """
 
 
@@ -416,6 +419,7 @@ class TokenLassoRegressor(RegressorTask, _TokenLasso):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.kind = kind
         self.penalty = penalty
@@ -432,6 +436,7 @@ class TokenLassoRegressor(RegressorTask, _TokenLasso):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose
 
 
 class TokenLassoClassifier(ClassifierTask, _TokenLasso):
@@ -458,6 +463,7 @@ class TokenLassoClassifier(ClassifierTask, _TokenLasso):
         random_state: int | None = None,
         device: str = "cpu",
         dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.kind = kind
         self.penalty = penalty
@@ -474,3 +480,4 @@ class TokenLassoClassifier(ClassifierTask, _TokenLasso):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.verbose = verbose

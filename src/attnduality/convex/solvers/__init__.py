@@ -6,6 +6,7 @@ from .factored import FactoredResult, FactoredSolver, FactoredState, spectral_no
 from .fista import FISTA, FISTAState, History, SolveResult
 from .newton import NewtonState, SemismoothNewton
 from .path import beta_max, solve_path
+from .progress import SolveProgress
 from .select import SOLVERS, AutoSolver, check_solver, make_solver
 from .threads import solver_threads
 
@@ -20,6 +21,7 @@ __all__ = [
     "NewtonState",
     "SOLVERS",
     "SemismoothNewton",
+    "SolveProgress",
     "SolveResult",
     "beta_max",
     "check_solver",
