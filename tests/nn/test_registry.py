@@ -194,6 +194,68 @@ def test_attention_matrix_shape_and_padding(name: str) -> None:
     assert torch.allclose(a[1, :, :, 4:], torch.zeros(2, 6, 2))  # nothing comes from padding
 
 
+# Layers whose outputs depend on absolute positions (a max_len × max_len mixing matrix): dropping left padding
+# shifts positions, so they are not compared with the unpadded sequence.
+POSITIONAL = {"convex"}
+
+
+def _variants() -> list[tuple[str, dict[str, object]]]:
+    out: list[tuple[str, dict[str, object]]] = []
+    for name in NAMES:
+        impls = ("sdpa", "explicit") if name == "softmax" else (None,)
+        out += [(name, {} if impl is None else {"implementation": impl}) for impl in impls]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"), _variants(), ids=lambda v: str(v) if isinstance(v, str) else "-".join(v.values())
+)
+@pytest.mark.parametrize("causal", [False, True])
+def test_queries_without_allowed_keys_are_zero_and_finite(name: str, kw: dict[str, object], causal: bool) -> None:
+    """Left padding under a causal mask leaves padding queries with no key: finite outputs and gradients."""
+    layer = (_causal_or_skip(name, **kw) if causal else _build(name, **kw)).double().eval()
+    x = torch.randn(2, 6, 16, dtype=torch.float64, requires_grad=True)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, :2] = True  # left padding
+    y = layer(x, mask)
+    assert torch.isfinite(y).all()
+    y[~mask].square().sum().backward()  # a loss on the valid rows only
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert torch.all(x.grad[mask] == 0)  # padding tokens reach no valid output
+    for pname, p in layer.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), pname
+    if name not in POSITIONAL:
+        alone = layer(x[:1, 2:])
+        assert (y[0, 2:] - alone[0]).abs().max() < 1e-12
+    assert (y[1] - layer(x[1:2])[0]).abs().max() < 1e-12
+    if hasattr(layer, "attention_matrix"):
+        a = layer.attention_matrix(x, mask)
+        assert torch.isfinite(a).all()
+        assert torch.all(a[0, :, :, :2] == 0)  # nothing comes from padding
+        if causal:
+            assert torch.all(a[0, :, :2] == 0)  # padding queries with no allowed key: zero rows
+        if name in ("softmax", "convex"):  # row-stochastic layers: every query with a key sums to one
+            rows = a[0, :, 2:].sum(-1) if causal else a[0].sum(-1)
+            assert torch.allclose(rows, torch.ones_like(rows), atol=1e-12)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "explicit"])
+def test_softmax_empty_rows_float32_gradients(implementation: str) -> None:
+    """The case of the issue: float32, causal, left padding, gradients of both projections and of x."""
+    torch.manual_seed(0)
+    layer = build_attention("softmax", 8, 2, causal=True, implementation=implementation)
+    x = torch.randn(2, 6, 8, requires_grad=True)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, :2] = True
+    y = layer(x, mask)
+    assert torch.isfinite(y).all()
+    y[~mask].sum().backward()
+    for g in (layer.qkv_proj.weight.grad, layer.out_proj.weight.grad, x.grad):
+        assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+    a = layer.attention_matrix(x, mask)
+    assert torch.all(a[0, :, :2] == 0) and torch.allclose(a[0, :, 2:].sum(-1), torch.ones(2, 4))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the softmax layer
 # ---------------------------------------------------------------------------------------------------------------

@@ -156,3 +156,30 @@ def test_classifier_bad_input() -> None:
     with pytest.raises(ValueError, match="key_padding_mask"):
         feat(torch.randn(1, 3, 3), torch.zeros(1, 4, dtype=torch.bool))
     assert isinstance(feat.encoder.layers[0].attn, PrimalAttention)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("implementation", ["sdpa", "explicit"])
+def test_causal_classifier_with_left_padding(num_layers: int, implementation: str) -> None:
+    """Causal softmax with left padding: finite logits equal to those of the unpadded sequence."""
+    torch.manual_seed(0)
+    model = TransformerClassifier(
+        3,
+        8,
+        2,
+        "softmax",
+        num_layers,
+        input_dim=8,
+        pos_encoding="none",
+        dropout=0.0,
+        causal=True,
+        attention_kwargs={"softmax": {"implementation": implementation}},
+    ).double()
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, :2] = True
+    logits = model(x, mask)
+    assert torch.isfinite(logits).all()
+    assert (logits[0] - model(x[:1, 2:])[0]).abs().max() < 1e-12
+    logits.sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

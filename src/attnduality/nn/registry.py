@@ -10,6 +10,8 @@ Every registered layer follows one call convention, so encoders can swap attenti
   a bool tensor ``(B, N)`` with ``True`` = padding (the :class:`torch.nn.MultiheadAttention` convention) or
   ``None``; ``y`` has the shape of ``x``. Outputs at non-padding positions do not depend on the padding tokens (their
   values or their number). With ``causal=True`` the output at position ``t`` depends only on positions ``≤ t``.
+  A query with no allowed key (a padding query before the first real token of a causal, left-padded sequence)
+  attends to nothing: zero attention weights, finite outputs and zero gradients; every output is finite.
   Bad input (wrong shapes or dtypes, a sequence made only of padding, NaN/inf) raises ``ValueError``.
 * optional ``layer.attention_matrix(x, key_padding_mask=None) -> (B, H, N, N)``: the N×N operator the layer
   applies (or implies), used by :mod:`attnduality.interpret.spectrum`.
@@ -109,6 +111,19 @@ def check_attention_input(
             raise ValueError("key_padding_mask: every sequence needs at least one non-padding token")
 
 
+def _open_empty_rows(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Make every row of a boolean attention mask (True = may attend) attend somewhere.
+
+    A query row with no allowed key would give ``softmax`` of all ``-inf`` (NaN values and NaN gradients). Such rows
+    are opened to every key here, and the returned ``live`` (…, N, 1) (None when no row was empty) zeroes their
+    weights or outputs afterwards, so they come out exactly zero with zero gradients.
+    """
+    live = keep.any(dim=-1, keepdim=True)
+    if bool(live.all()):
+        return keep, None
+    return keep | ~live, live
+
+
 @register_attention("softmax")
 class SoftmaxAttention(nn.Module):
     """Multi-head softmax attention ``softmax(Q Kᵀ/√d_h) V`` (Vaswani et al. eq. (1)), batch first.
@@ -165,7 +180,11 @@ class SoftmaxAttention(nn.Module):
         return keep
 
     def attention_matrix(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The row-stochastic (B, H, N, N) softmax matrix (padding columns and, if causal, the future are zero)."""
+        """The (B, H, N, N) softmax matrix: padding columns and, if causal, the future are zero.
+
+        Rows are stochastic except a query with no allowed key (a padding query before the first real token of a
+        causal, left-padded sequence), whose row is zero.
+        """
         check_attention_input(x, key_padding_mask, self.embed_dim)
         q, k, _ = self._qkv(x)
         return self._weights(q, k, key_padding_mask)
@@ -173,9 +192,11 @@ class SoftmaxAttention(nn.Module):
     def _weights(self, q: torch.Tensor, k: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
         keep = self._mask(key_padding_mask, q.shape[2], q.device)
-        if keep is not None:
-            scores = scores.masked_fill(~keep, float("-inf"))
-        return scores.softmax(dim=-1)
+        if keep is None:
+            return scores.softmax(dim=-1)
+        keep, live = _open_empty_rows(keep)
+        weights = scores.masked_fill(~keep, float("-inf")).softmax(dim=-1)
+        return weights if live is None else weights * live.to(weights.dtype)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         check_attention_input(x, key_padding_mask, self.embed_dim)
@@ -188,9 +209,10 @@ class SoftmaxAttention(nn.Module):
             if key_padding_mask is None:
                 out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
             else:
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=self._mask(key_padding_mask, n, x.device), dropout_p=p
-                )
+                keep, live = _open_empty_rows(self._mask(key_padding_mask, n, x.device))
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
+                if live is not None:
+                    out = out * live.to(out.dtype)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
