@@ -98,14 +98,17 @@ def test_run_quickstart_tiny_resumes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [r["seed"] for r in res["tables"]["adam"]] == [100, 101]
     assert (tmp_path / "report.md").read_text().startswith("# Quickstart")
     assert (tmp_path / "objective.png").stat().st_size > 1000
-    assert sorted(p.name for p in (tmp_path / "checkpoints" / "train").iterdir()) == [
-        "adam-seed100.pt",
-        "adam-seed101.pt",
-    ]
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "train").iterdir()) == ["adam.pt"]
+    report = (tmp_path / "report.md").read_text()
+    assert "**What this shows.**" in report and "None went below it" in report
+    assert "Lower is better" in report and res["threads"] >= 1
+    # every Adam objective in the report is the float64 objective of the library's twin, at or above the bound
+    for run in res["tables"]["adam"]:
+        assert run["final_objective"] >= m["convex.lower_bound"] and not run["below_convex_optimum"]
     capsys.readouterr()
     # the same command again loads every step and reproduces the numbers
     assert main(["run", "quickstart", *TINY, "--seed", "1", "--out", str(tmp_path)]) == 0
-    assert "resumed: 3 of 3 steps" in capsys.readouterr().out
+    assert "resumed: 2 of 2 steps" in capsys.readouterr().out
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["metrics"] == res["metrics"] and again["tables"] == res["tables"]
     # other options with the same --out are refused
@@ -120,6 +123,10 @@ def test_run_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         (["--set", "n_gates=0"], "n_gates must be an integer >= 1"),
         (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "bogus"], "device"),
         (["--seed", "-1"], "--seed"),
+        (["--threads", "0"], "--threads must be 'auto' or an integer >= 1"),
+        (["--threads", "many"], "--threads must be 'auto' or an integer >= 1"),
+        (["--set", "beta=inf"], "beta must be a finite number > 0"),
+        (["--set", "adam_lr=-1"], "adam_lr must be a finite number > 0"),
     ]:
         assert main(["run", "quickstart", "--out", str(tmp_path), *extra]) == 2, extra
         assert msg in capsys.readouterr().err

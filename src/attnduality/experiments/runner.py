@@ -90,6 +90,9 @@ from typing import Any
 
 import numpy as np
 
+from .progress import progress
+from .threads import resolve_threads, thread_limit
+
 __all__ = [
     "ConfigMismatchError",
     "EXPERIMENTS",
@@ -531,6 +534,8 @@ class RunContext:
     figures: list[str] = field(default_factory=list)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     body: list[str] = field(default_factory=list)
+    threads: int | None = None
+    """torch threads the run used (set by :func:`run_experiment`)."""
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -538,12 +543,9 @@ class RunContext:
 
     # -- loops and logging ---------------------------------------------------------------------------------------
     def progress(self, iterable: Iterable[Any], desc: str = "", **kwargs: Any) -> Any:
-        """``tqdm(iterable, desc=desc, leave=False, **kwargs)`` (disabled when the run is quiet)."""
-        from tqdm.auto import tqdm
-
-        kwargs.setdefault("leave", False)
-        kwargs.setdefault("dynamic_ncols", True)
-        return tqdm(iterable, desc=desc, disable=not self.show_progress, **kwargs)
+        """Progress over ``iterable`` (tqdm's keywords): a bar on a terminal, a few plain lines in a log, nothing
+        when the run is quiet (:func:`attnduality.experiments.progress.progress`)."""
+        return progress(iterable, desc, enabled=self.show_progress, **kwargs)
 
     def log(self, message: str) -> None:
         """Print a line to stderr without breaking progress bars."""
@@ -684,6 +686,12 @@ class RunContext:
 # ----------------------------------------------------------------------------------------------------------------
 # running
 # ----------------------------------------------------------------------------------------------------------------
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _versions() -> dict[str, str]:
     import torch
 
@@ -757,7 +765,8 @@ def _report(ctx: RunContext, results: Mapping[str, Any]) -> str:
         lines.append("")
     lines += ["## Configuration", "", "| key | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt_value(v)} |" for k, v in results["config"].items()]
-    lines += [f"| seed | {ctx.seed} |", f"| device | {ctx.device} |", f"| quick | {ctx.quick} |", ""]
+    lines += [f"| seed | {ctx.seed} |", f"| device | {ctx.device} |", f"| quick | {ctx.quick} |"]
+    lines += [f"| threads | {ctx.threads} |", ""]
     lines += ["## Run", "", f"Status {results['status']}, {results['total_seconds']:.1f} s in all."]
     if ctx.steps:
         lines += ["", "| step | seconds | loaded from checkpoint |", "|---|---|---|"]
@@ -782,6 +791,7 @@ def run_experiment(
     config: Any = None,
     fresh: bool = False,
     progress: bool = True,
+    threads: int | str | None = "auto",
 ) -> dict[str, Any]:
     """Run an experiment (a name or an :class:`Experiment`) and write ``results.json`` and ``report.md`` in ``out``.
 
@@ -790,12 +800,16 @@ def run_experiment(
     :class:`ConfigMismatchError` unless ``fresh=True`` (which deletes them first). Returns the results dict. If the
     body raises, ``results.json``/``report.md`` are still written with ``status`` ``"failed"`` (or
     ``"interrupted"``) and the exception propagates; completed steps stay cached for the next run.
+
+    ``threads``: torch/BLAS threads for the run (restored afterwards); ``"auto"`` (default) uses as many as there
+    are idle cores when the run starts (:mod:`attnduality.experiments.threads`), ``None`` leaves them as they are.
     """
     exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
     device = _check_device(device)
+    n_threads = resolve_threads(threads)
     if config is None:
         cfg = exp.make_config(quick=quick, overrides=overrides)
     else:
@@ -835,7 +849,9 @@ def run_experiment(
     t0 = time.perf_counter()
     status, error = "complete", ""
     try:
-        exp.run(ctx)
+        with thread_limit(n_threads):
+            ctx.threads = _torch_threads()
+            exp.run(ctx)
     except KeyboardInterrupt:
         status, error = "interrupted", "KeyboardInterrupt"
         raise
@@ -852,6 +868,7 @@ def run_experiment(
             "seed": seed,
             "device": device,
             "quick": quick,
+            "threads": ctx.threads,
             "config_hash": chash,
             "versions": versions,
             "git": _git_commit(),
