@@ -125,7 +125,8 @@ def test_run_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         (["--seed", "-1"], "--seed"),
         (["--threads", "0"], "--threads must be 'auto' or an integer >= 1"),
         (["--threads", "many"], "--threads must be 'auto' or an integer >= 1"),
-        (["--set", "beta=inf"], "beta must be a finite number > 0"),
+        (["--set", "beta=inf"], "beta must be a finite number, got 'inf'"),
+        (["--set", "n_gates=abc"], "n_gates must be an integer, got 'abc'"),
         (["--set", "adam_lr=-1"], "adam_lr must be a finite number > 0"),
     ]:
         assert main(["run", "quickstart", "--out", str(tmp_path), *extra]) == 2, extra
@@ -215,6 +216,37 @@ def test_fit_bad_input_is_a_clear_error(features: Path, tmp_path: Path, capsys: 
     assert not (tmp_path / "m.joblib").exists()
     with pytest.raises(SystemExit):
         main(["fit", str(features), "--head", "transformer"])
+
+
+def test_fit_file_device_and_out_errors_are_one_line(
+    features: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = features.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    np.save(tmp_path / "one.npy", np.zeros((4, 2)))
+    (tmp_path / "file").write_text("a file, not a folder")
+    no_cuda = "cuda" if not __import__("torch").cuda.is_available() else "cuda:999"
+    cases = [
+        ([str(tmp_path / "cut.npz")], "cannot read"),
+        ([str(tmp_path / "one.npy")], "is a single .npy array"),
+        ([str(features), "--device", no_cuda], "device"),
+        ([str(features), "--device", "gpu0"], "invalid torch device 'gpu0'"),
+        ([str(features), "--out", str(tmp_path / "file" / "m.joblib")], "cannot write the model to"),
+        ([str(features), "--out", str(tmp_path)], "is a directory"),
+    ]
+    for argv, msg in cases:
+        out = [] if "--out" in argv else ["--out", str(tmp_path / "m.joblib")]
+        assert main(["fit", *argv, "--head", "mlp", "--n-gates", "2", *out]) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "m.joblib").exists()
+
+
+def test_run_output_folder_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("a file, not a folder")
+    assert main(["run", "quickstart", *TINY, "--out", str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use" in err and "as the output directory" in err and len(err.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import textwrap
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -100,13 +101,14 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise FitError(f"features file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise FitError(f"{path} is a single .npy array; save X and y with np.savez({path.name!r}, X=X, y=y)")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise FitError(f"{path} is a single .npy array; save X and y with np.savez({path.name!r}, X=X, y=y)")
+        with loaded as z:
             return {k: z[k] for k in z.files}
     except FitError:
         raise
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise FitError(f"cannot read {path} as an .npz archive (np.savez(path, X=X, y=y)): {exc}") from None
 
 
@@ -153,6 +155,12 @@ def fit_features(
         raise FitError(f"task must be auto, classify or regress, got {task!r}")
     if pool not in ("mean", "flatten"):
         raise FitError(f"pool must be mean or flatten, got {pool!r}")
+    from .experiments.runner import _check_device
+
+    try:
+        device = _check_device(device)
+    except ValueError as exc:
+        raise FitError(str(exc)) from None
     path = Path(features)
     arrays = _load_npz(path)
     missing = [k for k in ("X", "y") if k not in arrays]
@@ -240,6 +248,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     from . import __version__
 
+    out = args.out or Path(f"{Path(args.features).stem}-{args.head}.joblib")
+    if out.is_dir():
+        raise FitError(f"--out {out} is a directory; give a file name such as {out / 'model.joblib'}")
+    try:  # before the fit, so that a bad --out does not cost a solve
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FitError(f"cannot write the model to {out}: {exc.strerror or exc}") from None
     est, summary = fit_features(
         args.features,
         args.head,
@@ -256,8 +271,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
     )
-    out = args.out or Path(f"{Path(args.features).stem}-{args.head}.joblib")
-    out.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(est, out)
     summary["model"] = str(out)
     summary["versions"] = {"attnduality": __version__, "python": platform.python_version()}
@@ -407,8 +420,8 @@ def _parse_threads(text: str) -> int | str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .experiments import ConfigMismatchError, default_out_dir, get_experiment, parse_overrides, run_experiment
-    from .experiments.runner import _check_device
+    from .experiments import RunError, default_out_dir, get_experiment, parse_overrides, run_experiment
+    from .experiments.runner import _check_device, check_finite_config
 
     exp = get_experiment(args.name)
     if args.show_config:
@@ -417,6 +430,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:  # everything that can be wrong with the options, before any work starts
         overrides = parse_overrides(args.set or [])
         cfg = exp.make_config(quick=args.quick, overrides=overrides)
+        check_finite_config(cfg)
         _check_device(args.device)
         if args.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
@@ -437,7 +451,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             threads=threads,
         )
-    except ConfigMismatchError as exc:
+    except RunError as exc:  # a mismatched or busy output folder, or one that cannot be created
         print(f"attnduality run: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -95,6 +95,8 @@ from .threads import resolve_threads, thread_limit
 
 __all__ = [
     "ConfigMismatchError",
+    "RunError",
+    "RunFolderBusyError",
     "EXPERIMENTS",
     "Experiment",
     "RunContext",
@@ -113,8 +115,51 @@ __all__ = [
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.=+-]+(/[A-Za-z0-9_.=+-]+)*$")
 
 
-class ConfigMismatchError(ValueError):
+class RunError(ValueError):
+    """A run that cannot start for a reason the user can fix (the CLI prints it in one line and exits 2)."""
+
+
+class ConfigMismatchError(RunError):
     """The output directory holds checkpoints of a different experiment, config, seed or device."""
+
+
+class RunFolderBusyError(RunError):
+    """Another run holds the output directory's lock."""
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` for the whole block: ``out/.lock``, locked with ``flock`` (``msvcrt`` on
+    Windows). The operating system releases it when the process ends, however it ends, so a crashed run never
+    leaves a stale lock; a second run on the same folder is refused while the first holds it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunError(f"cannot use {out} as the output directory: {exc.strerror or exc}") from None
+    try:
+        try:
+            if os.name == "nt":  # pragma: no cover - exercised on Windows only
+                import msvcrt
+
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            raise RunFolderBusyError(
+                f"{out} is in use by another run{f' (pid {holder})' if holder else ''}; wait for it to finish or "
+                "use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,15 +371,21 @@ def _parse_value(text: str, tp: Any, key: str) -> Any:
         try:
             return int(text)
         except ValueError:
-            f = float(text)
+            try:
+                f = float(text)
+            except ValueError:
+                raise ValueError(f"{key} must be an integer, got {text!r}") from None
             if not f.is_integer():
                 raise ValueError(f"{key} must be an integer, got {text!r}") from None
             return int(f)
     if tp is float:
         try:
-            return float(text)
+            f = float(text)
         except ValueError:
             raise ValueError(f"{key} must be a number, got {text!r}") from None
+        if not math.isfinite(f):
+            raise ValueError(f"{key} must be a finite number, got {text!r}")
+        return f
     if tp is str or tp is Any:
         return text
     try:
@@ -358,6 +409,17 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
             raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(fields)}")
         changes[key] = _parse_value(value, hints.get(key, Any), key) if isinstance(value, str) else value
     return dataclasses.replace(config, **changes)
+
+
+def check_finite_config(config: Any) -> None:
+    """``ValueError`` naming the first field of the dataclass ``config`` holding a NaN or infinite number (also
+    inside tuples and lists); each config's ``__post_init__`` checks the ranges."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        items = value if isinstance(value, tuple | list) else (value,)
+        for v in items:
+            if isinstance(v, float | np.floating) and not math.isfinite(v):
+                raise ValueError(f"config key {f.name!r} must be a finite number, got {value!r}")
 
 
 def default_out_dir(name: str, seed: int, quick: bool = False, overrides: Mapping[str, Any] | None = None) -> Path:
@@ -816,71 +878,76 @@ def run_experiment(
         if not isinstance(config, exp.config):
             raise ValueError(f"config must be a {exp.config.__name__}, got {type(config).__name__}")
         cfg = apply_overrides(config, overrides or {})
+    check_finite_config(cfg)
     out = Path(out) if out is not None else default_out_dir(exp.name, seed, quick, overrides)
     cfg_json = _jsonable(cfg)
     identity = {"experiment": exp.name, "config": cfg_json, "seed": seed, "device": device}
     chash = config_hash(identity)
-    ckdir = out / "checkpoints"
-    manifest_path = ckdir / "manifest.json"
-    if fresh and ckdir.exists():
-        shutil.rmtree(ckdir)
-    if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("config_hash") != chash:
-            diffs = _diff(
-                {"experiment": old.get("experiment"), "seed": old.get("seed"), "device": old.get("device")},
-                {"experiment": exp.name, "seed": seed, "device": device},
-            )
-            diffs += _diff(old.get("config", {}), cfg_json)
-            raise ConfigMismatchError(
-                f"{out} holds checkpoints of a different run ({'; '.join(diffs) or 'config changed'}). "
-                "Use another output directory (--out), or --fresh to delete the old checkpoints and start over."
-            )
-    elif ckdir.exists() and any(ckdir.iterdir()):
-        raise ConfigMismatchError(f"{ckdir} exists without a manifest; remove it or use --fresh")
-    out.mkdir(parents=True, exist_ok=True)
-    versions = _versions()
-    _atomic_write_bytes(
-        manifest_path,
-        json.dumps({**identity, "config_hash": chash, "versions": versions}, indent=1).encode(),
-    )
-    ctx = RunContext(experiment=exp, config=cfg, seed=seed, device=device, out=out, quick=quick, show_progress=progress)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    status, error = "complete", ""
-    try:
-        with thread_limit(n_threads):
-            ctx.threads = _torch_threads()
-            exp.run(ctx)
-    except KeyboardInterrupt:
-        status, error = "interrupted", "KeyboardInterrupt"
-        raise
-    except BaseException as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        results = {
-            "experiment": exp.name,
-            "about": exp.about,
-            "data": exp.data,
-            "status": status,
-            "config": cfg_json,
-            "seed": seed,
-            "device": device,
-            "quick": quick,
-            "threads": ctx.threads,
-            "config_hash": chash,
-            "versions": versions,
-            "git": _git_commit(),
-            "metrics": ctx.metrics,
-            "tables": ctx.tables,
-            "figures": ctx.figures,
-            "steps": ctx.steps,
-            "started": started,
-            "total_seconds": time.perf_counter() - t0,
-        }
-        if error:
-            results["error"] = error
-        _atomic_write_bytes(out / "results.json", json.dumps(results, indent=2, allow_nan=True).encode())
-        _atomic_write_bytes(out / "report.md", _report(ctx, results).encode())
-    return results
+    with _run_lock(out):  # held from the manifest check to the last write
+        ckdir = out / "checkpoints"
+        manifest_path = ckdir / "manifest.json"
+        for stale in out.rglob(".*.tmp*"):  # half-written files of a killed run (nobody else writes here now)
+            stale.unlink(missing_ok=True)
+        if fresh and ckdir.exists():
+            shutil.rmtree(ckdir)
+        if manifest_path.exists():
+            old = json.loads(manifest_path.read_text())
+            if old.get("config_hash") != chash:
+                diffs = _diff(
+                    {"experiment": old.get("experiment"), "seed": old.get("seed"), "device": old.get("device")},
+                    {"experiment": exp.name, "seed": seed, "device": device},
+                )
+                diffs += _diff(old.get("config", {}), cfg_json)
+                raise ConfigMismatchError(
+                    f"{out} holds checkpoints of a different run ({'; '.join(diffs) or 'config changed'}). "
+                    "Use another output directory (--out), or --fresh to delete the old checkpoints and start over."
+                )
+        elif ckdir.exists() and any(ckdir.iterdir()):
+            raise ConfigMismatchError(f"{ckdir} exists without a manifest; remove it or use --fresh")
+        versions = _versions()
+        _atomic_write_bytes(
+            manifest_path,
+            json.dumps({**identity, "config_hash": chash, "versions": versions}, indent=1).encode(),
+        )
+        ctx = RunContext(
+            experiment=exp, config=cfg, seed=seed, device=device, out=out, quick=quick, show_progress=progress
+        )
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        t0 = time.perf_counter()
+        status, error = "complete", ""
+        try:
+            with thread_limit(n_threads):
+                ctx.threads = _torch_threads()
+                exp.run(ctx)
+        except KeyboardInterrupt:
+            status, error = "interrupted", "KeyboardInterrupt"
+            raise
+        except BaseException as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            results = {
+                "experiment": exp.name,
+                "about": exp.about,
+                "data": exp.data,
+                "status": status,
+                "config": cfg_json,
+                "seed": seed,
+                "device": device,
+                "quick": quick,
+                "threads": ctx.threads,
+                "config_hash": chash,
+                "versions": versions,
+                "git": _git_commit(),
+                "metrics": ctx.metrics,
+                "tables": ctx.tables,
+                "figures": ctx.figures,
+                "steps": ctx.steps,
+                "started": started,
+                "total_seconds": time.perf_counter() - t0,
+            }
+            if error:
+                results["error"] = error
+            _atomic_write_bytes(out / "results.json", json.dumps(results, indent=2, allow_nan=True).encode())
+            _atomic_write_bytes(out / "report.md", _report(ctx, results).encode())
+        return results
