@@ -918,6 +918,8 @@ def run_experiment(
         try:
             with thread_limit(n_threads):
                 ctx.threads = _torch_threads()
+                if progress:
+                    ctx.log(f"{exp.name}: seed {seed}, {ctx.threads} thread(s), writing to {out}")
                 exp.run(ctx)
         except KeyboardInterrupt:
             status, error = "interrupted", "KeyboardInterrupt"
