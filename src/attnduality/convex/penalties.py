@@ -99,27 +99,66 @@ def _is_vector_block(z: torch.Tensor) -> bool:
     return min(z.shape[-2], z.shape[-1]) == 1
 
 
+def _lapack_svd(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.linalg.svd(z, full_matrices=False)`` that never raises on a batch (…, m, n).
+
+    Where LAPACK fails to converge on a finite float32 block (badly scaled data), the batch is decomposed again in
+    float64 and cast back, so the result keeps ``z``'s dtype. Non-finite blocks (a diverging iterate) get NaN
+    factors, which the solvers read as divergence like any other non-finite value; the other blocks are decomposed.
+    """
+    try:
+        return torch.linalg.svd(z, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        broken = ~torch.isfinite(z).all(dim=-1).all(dim=-1)
+        if bool(broken.any()):
+            u, s, vh = _lapack_svd(torch.where(broken[..., None, None], torch.zeros_like(z), z))
+            nan = torch.tensor(float("nan"), dtype=z.dtype, device=z.device)
+            return (
+                torch.where(broken[..., None, None], nan, u),
+                torch.where(broken[..., None], nan, s),
+                torch.where(broken[..., None, None], nan, vh),
+            )
+        if z.dtype == torch.float64:
+            raise
+        u, s, vh = torch.linalg.svd(z.to(torch.float64), full_matrices=False)
+        return u.to(z.dtype), s.to(z.dtype), vh.to(z.dtype)
+
+
+def _lapack_svdvals(z: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.svdvals(z)`` with the float64 retry and the NaN rule of :func:`_lapack_svd`."""
+    try:
+        return torch.linalg.svdvals(z)
+    except torch.linalg.LinAlgError:
+        broken = ~torch.isfinite(z).all(dim=-1).all(dim=-1)
+        if bool(broken.any()):
+            s = _lapack_svdvals(torch.where(broken[..., None, None], torch.zeros_like(z), z))
+            return torch.where(broken[..., None], torch.tensor(float("nan"), dtype=z.dtype, device=z.device), s)
+        if z.dtype == torch.float64:
+            raise
+        return torch.linalg.svdvals(z.to(torch.float64)).to(z.dtype)
+
+
 def _svd(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD of a batch (…, m, n). Tall (or wide) blocks are first reduced by QR to their small square factor:
     LAPACK's batched SVD of tall blocks is several times slower than QR followed by an SVD of the n×n factor."""
     m, n = z.shape[-2], z.shape[-1]
     if m >= 2 * n:
         q, r = torch.linalg.qr(z)
-        u, s, vh = torch.linalg.svd(r)
+        u, s, vh = _lapack_svd(r)
         return q @ u, s, vh
     if n >= 2 * m:
         u, s, vh = _svd(z.mT)
         return vh.mT, s, u.mT
-    return torch.linalg.svd(z, full_matrices=False)
+    return _lapack_svd(z)
 
 
 def _svdvals(z: torch.Tensor) -> torch.Tensor:
     m, n = z.shape[-2], z.shape[-1]
     if m >= 2 * n:
-        return torch.linalg.svdvals(torch.linalg.qr(z)[1])
+        return _lapack_svdvals(torch.linalg.qr(z)[1])
     if n >= 2 * m:
         return _svdvals(z.mT)
-    return torch.linalg.svdvals(z)
+    return _lapack_svdvals(z)
 
 
 def _svt(z: torch.Tensor, t: float) -> torch.Tensor:
@@ -127,8 +166,8 @@ def _svt(z: torch.Tensor, t: float) -> torch.Tensor:
     if _is_vector_block(z):  # the nuclear norm of a vector is its ℓ2 norm
         return GroupL2(axes=(-2, -1)).prox(z, t)
     u, s, vh = _svd(z)
-    s = torch.clamp(s - t, min=0.0)
-    keep = int((s > 0).sum(dim=-1).max()) if s.numel() else 0
+    s = torch.clamp(s - t, min=0.0)  # NaN (a non-finite block, see _lapack_svd) stays NaN ...
+    keep = int((~(s <= 0)).sum(dim=-1).max()) if s.numel() else 0  # ... and is kept, so the block stays NaN
     if keep == 0:
         return torch.zeros_like(z)
     u, s, vh = u[..., :keep], s[..., :keep], vh[..., :keep, :]

@@ -4,8 +4,9 @@ Every estimator minimises ``(1/N) Σ_i L(f(x_i), y_i) + β · penalty`` on the d
 it with ``solver`` (``"auto"``: FISTA, then the semismooth Newton solver where FISTA has not certified the fit in
 300 iterations; ``"fista"``; ``"newton"``; see :mod:`attnduality.convex.solvers.select`) and exposes
 ``objective_``, ``certificate_`` (a :class:`~attnduality.convex.certificates.Certificate`), ``status_``,
-``n_iter_`` and ``history_``. A solve that does not reach ``tol`` keeps its best iterate, says so in ``status_`` and
-raises a :class:`~sklearn.exceptions.ConvergenceWarning`.
+``n_iter_`` and ``history_``. A solve that does not reach ``tol`` keeps its best iterate, says so in ``status_``
+(``max_iter``, ``max_time``, ``stalled``: no progress left at the dtype's precision, or ``diverged``) and raises a
+:class:`~sklearn.exceptions.ConvergenceWarning`.
 """
 
 from __future__ import annotations
@@ -132,7 +133,16 @@ class ConvexEstimator(BaseEstimator):
         self.n_iter_ = int(result.n_iter)
         self.history_ = result.history
         self.solve_time_ = float(result.time)
-        if result.status != "converged":
+        if result.status == "stalled":
+            warnings.warn(
+                f"{type(self).__name__} stalled: neither the objective nor its dual bound improved at {self.dtype} "
+                f"precision, at a relative duality gap of {result.certificate.rel_gap:.3g} > tol={self.tol:g} after "
+                f"{result.n_iter} iterations; the best iterate is kept (dtype='float64' or rescaled features may "
+                "certify it)",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        elif result.status != "converged":
             warnings.warn(
                 f"{type(self).__name__} did not converge: status={result.status!r}, relative duality gap "
                 f"{result.certificate.rel_gap:.3g} > tol={self.tol:g} after {result.n_iter} iterations",
@@ -151,6 +161,22 @@ class ConvexEstimator(BaseEstimator):
         return tags
 
 
+def _check_numeric_targets(y: Any, name: str) -> None:
+    """``ValueError`` naming ``y`` when regression targets are strings (class labels belong to a classifier)."""
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError):  # ragged or otherwise unreadable: validation explains
+        return
+    strings = arr.dtype.kind in "SU" or (
+        arr.dtype.kind == "O" and any(isinstance(v, (str, bytes)) for v in arr.reshape(-1).tolist())
+    )
+    if strings:
+        raise ValueError(
+            f"y must hold numbers: {name} is a regressor and got string targets (dtype {arr.dtype}); "
+            "convert them to floats, or use a classifier for class labels"
+        )
+
+
 class RegressorTask(RegressorMixin):
     """Squared loss on real targets (N,) or (N, c)."""
 
@@ -163,6 +189,7 @@ class RegressorTask(RegressorMixin):
     def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:  # noqa: N803
         if self.loss != "squared":
             raise ValueError(f"{type(self).__name__} supports loss='squared' only, got {self.loss!r}")
+        _check_numeric_targets(y, type(self).__name__)
         X, y = self._validate_fit_data(X, y, multi_output=True, y_numeric=True)  # noqa: N806
         self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)

@@ -351,7 +351,8 @@ _ATTENTION_DOC = """
         Maximum number of solver iterations (FISTA iterations or proximal Newton steps).
     max_time : float or None, default=None
         Wall-clock limit of the solve in seconds; a fit stopped by it says so (``status_ == "max_time"``, a
-        ``ConvergenceWarning``) and keeps its certificate.
+        ``ConvergenceWarning``) and keeps its certificate. A solve that stops improving at the dtype's precision
+        (float32 on badly scaled data) ends early with ``status_ == "stalled"``, also with a warning.
     solver : {"auto", "fista", "newton"}, default="auto"
         ``"newton"``: proximal Newton with a semismooth Newton augmented-Lagrangian inner solver
         (:mod:`attnduality.convex.solvers.newton`); ``"fista"``: accelerated proximal gradient; ``"auto"``: FISTA,

@@ -148,7 +148,17 @@ class _TokenLasso(ConvexEstimator):
             raise ValueError(f"X has {X.shape[1]} columns, which is not a multiple of n_tokens={n}")
         return X.reshape(X.shape[0], n, X.shape[1] // n)
 
+    def _check_ndim(self, X: Any) -> None:  # noqa: N803
+        if _ndim(X) not in (2, 3):
+            shape = getattr(X, "shape", None)
+            shape = tuple(shape) if shape is not None else np.shape(X)
+            raise ValueError(
+                f"X must be a 3-D array (n_samples, n_tokens, n_features) or 2-D (n_samples, n_tokens · n_features), "
+                f"got {len(shape)}-D shape {shape}"
+            )
+
     def _validate_fit_data(self, X: Any, y: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+        self._check_ndim(X)
         if _ndim(X) == 3:
             X = self._check_3d(X)  # noqa: N806
             X, y = check_X_y(X, y, allow_nd=True, dtype=np.float64, estimator=self, **kwargs)  # noqa: N806
@@ -168,6 +178,7 @@ class _TokenLasso(ConvexEstimator):
     def _validate_predict_X(self, X: Any) -> np.ndarray:  # noqa: N802, N803
         n, d = self.n_tokens_in_, self._token_dim
         name = type(self).__name__
+        self._check_ndim(X)
         if _ndim(X) == 3:
             X = self._check_3d(X)  # noqa: N806
             if X.shape[1:] != (n, d):
@@ -380,7 +391,8 @@ _PARAMS_DOC = """
         Maximum number of solver iterations (FISTA iterations or proximal Newton steps).
     max_time : float or None, default=None
         Wall-clock limit of the solve in seconds; a fit stopped by it says so (``status_ == "max_time"``, a
-        ``ConvergenceWarning``) and keeps its certificate.
+        ``ConvergenceWarning``) and keeps its certificate. A solve that stops improving at the dtype's precision
+        (float32 on badly scaled data) ends early with ``status_ == "stalled"``, also with a warning.
     solver : {"auto", "fista", "newton"}, default="auto"
         ``"newton"``: proximal Newton with a semismooth Newton augmented-Lagrangian inner solver
         (:mod:`attnduality.convex.solvers.newton`); ``"fista"``: accelerated proximal gradient; ``"auto"``: FISTA,

@@ -34,15 +34,30 @@ class LinearOperator(ABC):
         return torch.zeros(self.z_shape, dtype=self.dtype, device=self.device)
 
     def norm_sq(self, n_iter: int = 30, seed: int = 0) -> float:
-        """An estimate of ``‖A‖₂²`` by power iteration on ``A*A`` (a lower bound that converges from below)."""
+        """An estimate of ``‖A‖₂²`` by power iteration on ``A*A`` (a lower bound that converges from below).
+
+        Norms are accumulated in float64, and where ``A*A v`` overflows the operator's dtype (float32 data at large
+        scale) the iteration continues on ``2⁻⁴⁰ v`` (``A*A`` is linear): the estimate stays finite as long as the
+        products at some scale do. ``ValueError`` when they never do.
+        """
         gen = torch.Generator(device="cpu").manual_seed(seed)
         v = torch.randn(self.z_shape, generator=gen, dtype=self.dtype).to(self.device)
-        v /= torch.linalg.vector_norm(v)
-        lam = 0.0
+        v /= float(torch.linalg.vector_norm(v, dtype=torch.float64))
+        lam, scale = 0.0, 1.0  # A*A is applied to scale · v
+        shrink, big = 2.0**-40, torch.finfo(self.dtype).max / 16
         for _ in range(n_iter):
-            w = self.adjoint(self.forward(v))
-            lam = float(torch.linalg.vector_norm(w))
-            if lam == 0.0:
+            while True:
+                w = self.adjoint(self.forward(v * scale if scale != 1.0 else v))
+                norm = float(torch.linalg.vector_norm(w, dtype=torch.float64))
+                if norm <= big and bool(torch.isfinite(w).all()):
+                    break
+                if scale * shrink < torch.finfo(self.dtype).tiny:
+                    raise ValueError(
+                        f"‖A‖² overflows {self.dtype} at every scale: the data are too large for this dtype"
+                    )
+                scale *= shrink
+            if norm == 0.0:
                 return 0.0
-            v = w / lam
+            lam = norm / scale
+            v = w / norm
         return lam

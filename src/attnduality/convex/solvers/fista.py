@@ -19,7 +19,7 @@ from ..certificates import Certificate
 from ..problem import CompositeProblem
 from .threads import solver_threads
 
-__all__ = ["FISTA", "FISTAState", "SolveResult", "History"]
+__all__ = ["FISTA", "FISTAState", "SolveResult", "History", "SolveMonitor", "STALL_WINDOW"]
 
 
 @dataclass
@@ -55,7 +55,8 @@ class SolveResult:
     objective: float
     certificate: Certificate
     status: str
-    """``converged`` (relative gap ≤ tol), ``max_iter``, ``max_time`` or ``diverged``."""
+    """``converged`` (relative gap ≤ tol), ``max_iter``, ``max_time``, ``stalled`` (no progress at the dtype's
+    precision, see :class:`SolveMonitor`) or ``diverged``."""
     n_iter: int
     time: float
     history: History
@@ -65,16 +66,62 @@ class SolveResult:
         return self.status == "converged"
 
 
+STALL_WINDOW = 20
+"""The fewest certificate checks without progress after which a solve is ``stalled`` (200 FISTA iterations)."""
+STALL_ULPS = 100.0
+"""Progress below ``STALL_ULPS · eps(dtype)`` of the objective's magnitude counts as none."""
+
+
 class SolveMonitor:
     """The certificate checks every solver's loop shares: divergence, history, the best iterate, the callback and
-    the stopping rules (``tol`` on the relative gap, ``max_iter``, ``max_time``), and the final :class:`SolveResult`."""
+    the stopping rules (``tol`` on the relative gap, ``max_iter``, ``max_time``, stagnation), and the final
+    :class:`SolveResult`.
 
-    def __init__(self, problem: CompositeProblem, tol: float, max_iter: int, max_time: float | None) -> None:
+    Stagnation: when over the last half of the checks (at least ``stall_window`` of them) neither the best primal
+    value fell nor the best dual bound rose by more than ``STALL_ULPS · eps`` of their magnitude (``eps`` of the
+    operator's dtype), the gap can no longer close at this precision (typically float32 on badly scaled data) and
+    the solve stops with status ``stalled``, keeping its best iterate. Slow solves that still move either bound by
+    more than rounding go on, including non-monotone ones whose best dual bound improves at ever longer intervals
+    (the window grows with the run). ``stall_window=None`` disables the rule.
+    """
+
+    def __init__(
+        self,
+        problem: CompositeProblem,
+        tol: float,
+        max_iter: int,
+        max_time: float | None,
+        stall_window: int | None = STALL_WINDOW,
+    ) -> None:
+        if stall_window is not None and (not isinstance(stall_window, int) or stall_window < 1):
+            raise ValueError(f"stall_window must be None or an int >= 1, got {stall_window!r}")
         self.problem, self.tol, self.max_iter, self.max_time = problem, tol, max_iter, max_time
+        self.stall_window = stall_window
         self.start = time.perf_counter()
         self.history = History()
         self.best: tuple[torch.Tensor, Certificate] | None = None
         self.status = "max_iter"
+        self._bounds: list[tuple[float, float]] = []  # (best primal, best dual) after each check
+
+    def _record_bounds(self, cert: Certificate) -> None:
+        primal, dual = cert.primal, cert.dual if math.isfinite(cert.dual) else -math.inf
+        if self._bounds:
+            primal, dual = min(primal, self._bounds[-1][0]), max(dual, self._bounds[-1][1])
+        self._bounds.append((primal, dual))
+
+    def stalled(self) -> bool:
+        """Whether neither bound has moved by more than rounding over the last ``stall_window`` checks."""
+        if self.stall_window is None:
+            return False
+        w = max(self.stall_window, (len(self._bounds) - 1) // 2)
+        if len(self._bounds) <= w:
+            return False
+        (p_then, d_then), (p_now, d_now) = self._bounds[-1 - w], self._bounds[-1]
+        if not math.isfinite(d_now):
+            d_now = d_then = 0.0
+        scale = max(abs(p_now), abs(d_now), torch.finfo(self.problem.operator.dtype).tiny)
+        noise = STALL_ULPS * torch.finfo(self.problem.operator.dtype).eps * scale
+        return p_then - p_now <= noise and d_now - d_then <= noise
 
     def stop(self, z: torch.Tensor, n_iter: int, cert: Certificate, on_check: Callable[[], None] | None) -> bool:
         """Record the certificate ``cert`` of ``z`` after ``n_iter`` iterations; ``True`` when the solve is over."""
@@ -83,6 +130,7 @@ class SolveMonitor:
             self.status = "diverged"
             return True
         self.history.append(n_iter, elapsed, cert.primal, cert.rel_gap)
+        self._record_bounds(cert)
         if self.best is None or cert.primal <= self.best[1].primal:
             self.best = (z, cert)
         if on_check is not None:
@@ -95,6 +143,9 @@ class SolveMonitor:
             return True
         if self.max_time is not None and elapsed >= self.max_time:
             self.status = "max_time"
+            return True
+        if self.stalled():
+            self.status = "stalled"
             return True
         return False
 
@@ -139,7 +190,8 @@ class FISTA:
     Parameters: ``tol`` on the relative duality gap, ``max_iter``, ``check_every`` (iterations between
     certificate evaluations, each costing one extra adjoint), ``restart`` (``"gradient"``, ``"function"`` or
     ``None``), ``step_growth`` (factor tried on the step before each backtracking search; 1 disables growth),
-    ``max_time`` in seconds.
+    ``max_time`` in seconds, ``stall_window`` (certificate checks without progress before the solve stops as
+    ``stalled``; ``None`` never stops for that, see :class:`SolveMonitor`).
     """
 
     def __init__(
@@ -151,6 +203,7 @@ class FISTA:
         step_growth: float = 1.1,
         backtrack_factor: float = 0.5,
         max_time: float | None = None,
+        stall_window: int | None = STALL_WINDOW,
     ) -> None:
         if tol < 0 or max_iter < 1 or check_every < 1:
             raise ValueError("tol must be >= 0, max_iter and check_every >= 1")
@@ -163,6 +216,7 @@ class FISTA:
         self.step_growth = step_growth
         self.backtrack_factor = backtrack_factor
         self.max_time = max_time
+        self.stall_window = stall_window
 
     def init(self, problem: CompositeProblem, z0: torch.Tensor | None = None, step: float | None = None) -> FISTAState:
         op = problem.operator
@@ -195,8 +249,9 @@ class FISTA:
             f_new = float(loss.value(u_new))
             quad = float(diff.square().sum()) / (2.0 * step)
             lin = f_new - fy - float((gy * diff).sum())
-            if not math.isfinite(f_new):
-                break
+            if not (math.isfinite(f_new) and math.isfinite(lin)):  # overflow: the step is far too long
+                step *= self.backtrack_factor
+                continue
             if abs(lin) <= rounding:
                 # Curvature test on gradients instead, exact for quadratics: ⟨Δ∇f, Δu⟩ = ⟨Δ∇(f∘A), Δz⟩ ≤ ‖Δz‖²/step.
                 if float(((loss.grad(u_new) - gy_u) * (u_new - uy)).sum()) <= 2.0 * quad:
@@ -229,7 +284,7 @@ class FISTA:
     ) -> SolveResult:
         """Iterate until the relative duality gap is ≤ ``tol`` (checked every ``check_every`` iterations)."""
         with solver_threads(problem):
-            monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time)
+            monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time, self.stall_window)
             state = self.init(problem, z0)
             while True:
                 if state.n_iter % self.check_every == 0 or state.n_iter >= self.max_iter:

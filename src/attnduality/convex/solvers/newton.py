@@ -54,7 +54,7 @@ from ..certificates import Certificate
 from ..losses import SquaredLoss
 from ..penalties import Penalty
 from ..problem import CompositeProblem
-from .fista import FISTA, SolveMonitor, SolveResult
+from .fista import FISTA, STALL_WINDOW, SolveMonitor, SolveResult
 from .threads import solver_threads
 
 __all__ = ["SemismoothNewton", "NewtonState"]
@@ -154,7 +154,9 @@ class SemismoothNewton:
 
     Parameters: ``tol`` on the relative duality gap of the problem, ``max_iter`` outer (proximal Newton)
     iterations, ``max_time`` in seconds, ``max_cg`` conjugate-gradient iterations per Newton system,
-    ``sigma_growth`` (factor on the augmented-Lagrangian parameter between multiplier updates).
+    ``sigma_growth`` (factor on the augmented-Lagrangian parameter between multiplier updates), ``stall_window``
+    (outer steps without progress before the solve stops as ``stalled``; see
+    :class:`~attnduality.convex.solvers.fista.SolveMonitor`).
     """
 
     def __init__(
@@ -164,6 +166,7 @@ class SemismoothNewton:
         max_time: float | None = None,
         max_cg: int = 200,
         sigma_growth: float = 3.0,
+        stall_window: int | None = STALL_WINDOW,
     ) -> None:
         if not tol >= 0 or max_iter < 1 or max_cg < 1 or not sigma_growth >= 1:
             raise ValueError("tol must be >= 0, max_iter and max_cg >= 1, sigma_growth >= 1")
@@ -172,6 +175,7 @@ class SemismoothNewton:
         self.max_time = max_time
         self.max_cg = max_cg
         self.sigma_growth = sigma_growth
+        self.stall_window = stall_window
 
     @staticmethod
     def supports(problem: CompositeProblem) -> bool:
@@ -361,7 +365,7 @@ class SemismoothNewton:
         elapsed = time.perf_counter() - monitor.start
         remaining = None if self.max_time is None else max(self.max_time - elapsed, 1e-9)
         budget = max(1, min(_FALLBACK_ITER, self.max_iter - state.n_iter))
-        fista = FISTA(tol=self.tol, max_iter=budget, max_time=remaining)
+        fista = FISTA(tol=self.tol, max_iter=budget, max_time=remaining, stall_window=self.stall_window)
         res = fista.run(problem, monitor.best[0], None if callback is None else lambda _s, c: callback(state, c))
         monitor.history.extend(res.history)
         res.history = monitor.history
@@ -386,7 +390,7 @@ class SemismoothNewton:
         z0: torch.Tensor | None,
         callback: Callable[[NewtonState, Certificate], None] | None,
     ) -> SolveResult:
-        monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time)
+        monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time, self.stall_window)
         deadline = math.inf if self.max_time is None else monitor.start + self.max_time
         state = self.init(problem, z0)
         while True:

@@ -38,7 +38,8 @@ def check_solver(name: object) -> str:
 class AutoSolver:
     """FISTA, then semismooth Newton from FISTA's best point once ``switch_iter`` iterations have not certified the
     problem (see the module docstring). ``max_iter`` bounds FISTA iterations plus Newton steps; the result's
-    ``n_iter`` and history count both, Newton steps after FISTA's iterations."""
+    ``n_iter`` and history count both, Newton steps after FISTA's iterations. A FISTA phase that ends
+    ``stalled`` (no progress at the dtype's precision) is returned as it is: Newton steps cannot beat rounding."""
 
     def __init__(
         self, tol: float = 1e-6, max_iter: int = 10_000, max_time: float | None = None, switch_iter: int = 300
