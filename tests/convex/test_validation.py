@@ -239,3 +239,65 @@ def test_verbose_prints_the_certificate_as_plain_lines(capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(ValueError, match="verbose"):
         ConvexMLPClassifier(verbose=-1).fit(X, y)
+
+
+def _all_regressors() -> list[tuple[type, np.ndarray]]:
+    """Every regressor exported by attnduality.convex, with inputs of its documented shape."""
+    import attnduality.convex as convex
+
+    tokens = RNG.standard_normal((12, 4, 3))
+    out = []
+    for name in sorted(convex.__all__):
+        if name.endswith("Regressor"):
+            cls = getattr(convex, name)
+            out.append((cls, X if name in ("ConvexMLPRegressor", "NuclearNormRegressor") else tokens))
+    return out
+
+
+REGRESSORS = _all_regressors()
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.array(list("abcd") * 3),
+        np.array(list("abcd") * 3, dtype=object),
+        np.array(["1.5"] * 12),
+        [b"x"] * 12,
+        np.array([1.0] * 11 + ["a"], dtype=object),
+    ],
+    ids=["unicode", "object", "numeric-strings", "bytes", "mixed-object"],
+)
+@pytest.mark.parametrize("cls,x", REGRESSORS, ids=[c.__name__ for c, _ in REGRESSORS])
+def test_regressors_refuse_string_targets(cls, x, y):
+    assert len(REGRESSORS) == 6
+    n = len(y)
+    with pytest.raises(ValueError, match=r"^y must hold numbers: .*string targets"):
+        cls(max_iter=5).fit(x[:n], y)
+
+
+@pytest.mark.parametrize("cls,x", REGRESSORS, ids=[c.__name__ for c, _ in REGRESSORS])
+def test_regressors_accept_numeric_object_targets(cls, x):
+    y = np.array(list(RNG.standard_normal(len(x))), dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = cls(max_iter=5).fit(x, y)
+    assert np.isfinite(est.predict(x)).all()
+
+
+def test_token_lasso_names_the_shapes_it_takes():
+    from attnduality.convex import TokenLassoClassifier, TokenLassoRegressor
+
+    x4 = RNG.standard_normal((12, 4, 3, 2))
+    for est, y in ((TokenLassoRegressor(), RNG.standard_normal(12)), (TokenLassoClassifier(), np.arange(12) % 2)):
+        with pytest.raises(
+            ValueError, match=re.escape("(n_samples, n_tokens, n_features)") + r".*4-D shape \(12, 4, 3, 2\)"
+        ):
+            est.fit(x4, y)
+        with pytest.raises(ValueError, match=r"got 1-D shape \(12,\)"):
+            est.fit(RNG.standard_normal(12), y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.set_params(max_iter=5).fit(x4[..., 0], y)
+        with pytest.raises(ValueError, match=r"4-D shape \(12, 4, 3, 2\)"):
+            est.predict(x4)

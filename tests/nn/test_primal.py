@@ -288,8 +288,15 @@ def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="max_len"):
         PrimalAttention(8, 2, 2, max_len=0)
     layer = PrimalAttention(8, 2, 2)
-    with pytest.raises(RuntimeError, match="forward"):
+    with pytest.raises(ValueError, match="forward pass first"):
         layer.ksvd_objective()
+    with pytest.raises(ValueError, match=r"ksvd_loss needs a forward pass first.*1 of 1 .*\(the model\)"):
+        ksvd_loss(layer)
+    model = PrimalFormer(3, 8, 2, 2, input_dim=4, max_len=6, rank=2)
+    with pytest.raises(ValueError, match=r"2 of 2 PrimalAttention layers.*encoder\.layers\.0\.attn"):
+        ksvd_loss(model)
+    model(torch.randn(2, 6, 4))
+    assert torch.isfinite(ksvd_loss(model))
     with pytest.raises(ValueError, match="shape"):
         layer(torch.randn(2, 5, 7))
     with pytest.raises(ValueError, match="NaN"):

@@ -336,7 +336,9 @@ class PrimalAttention(nn.Module):
             raise ValueError(f"trace must be 'params' or 'data', got {trace!r}")
         sc = self.scores
         if sc is None:
-            raise RuntimeError("ksvd_objective needs a forward pass first")
+            raise ValueError(
+                "ksvd_objective needs a forward pass first: call the layer on a batch, then read its KSVD objective"
+            )
         if trace == "data" and sc.weights is None:
             raise ValueError("trace='data' needs data-dependent weights; the causal layer has only trace='params'")
         lam2 = self.lambdas.to(sc.e.dtype).square()
@@ -380,6 +382,16 @@ def ksvd_loss(
     layers = list(primal_layers(model))
     if not layers:
         raise ValueError(f"{type(model).__name__} contains no PrimalAttention layer")
+    idle = [
+        name or "(the model)"
+        for name, m in model.named_modules()
+        if isinstance(m, PrimalAttention) and m.scores is None
+    ]
+    if idle:
+        raise ValueError(
+            f"ksvd_loss needs a forward pass first: run the model on a batch before ksvd_loss(model) "
+            f"({len(idle)} of {len(layers)} PrimalAttention layers have no scores yet: {', '.join(idle[:3])})"
+        )
     total = sum(layer.ksvd_objective(per_sample=per_sample, trace=trace).square() for layer in layers)
     loss = total / len(layers)
     assert isinstance(loss, torch.Tensor)
