@@ -301,3 +301,24 @@ def test_token_lasso_names_the_shapes_it_takes():
             est.set_params(max_iter=5).fit(x4[..., 0], y)
         with pytest.raises(ValueError, match=r"4-D shape \(12, 4, 3, 2\)"):
             est.predict(x4)
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.array(["a", "b"] * 9 + ["a", np.nan], dtype=object),
+        np.array([0.0, 1.0] * 9 + [1.0, np.inf]),
+        np.array([0.0, 1.0] * 9 + [1.0, np.nan]),
+    ],
+    ids=["object-nan", "float-inf", "float-nan"],
+)
+@pytest.mark.parametrize("est", [e for e, _ in CLASSIFIERS], ids=lambda e: type(e).__name__)
+def test_classifiers_name_y_when_labels_are_not_finite(est, y):
+    with pytest.raises(ValueError, match=r"^Input y contains (NaN|infinity)"):
+        clone(est).fit(X, y)
+
+
+@pytest.mark.parametrize("est", [e for e, _ in CLASSIFIERS], ids=lambda e: type(e).__name__)
+def test_classifiers_name_y_for_continuous_labels(est):
+    with pytest.raises(ValueError, match=r"Unknown label type: continuous targets in y; .* needs class labels"):
+        clone(est).fit(X, Y_REG)

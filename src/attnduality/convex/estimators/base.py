@@ -177,6 +177,19 @@ def _check_numeric_targets(y: Any, name: str) -> None:
         )
 
 
+def _check_finite_labels(y: Any, name: str) -> None:
+    """``ValueError`` naming ``y`` when an object array of class labels holds NaN or inf (numeric arrays are checked
+    by scikit-learn's validation, which names ``y``; for object arrays it does not)."""
+    try:
+        y = np.asarray(y)
+    except (TypeError, ValueError):  # ragged or otherwise unreadable: validation explains
+        return
+    if y.dtype.kind == "O" and any(
+        isinstance(v, numbers.Number) and not math.isfinite(abs(v)) for v in y.reshape(-1).tolist()
+    ):
+        raise ValueError(f"Input y contains NaN or inf: {name} needs finite class labels")
+
+
 class RegressorTask(RegressorMixin):
     """Squared loss on real targets (N,) or (N, c)."""
 
@@ -217,10 +230,15 @@ class ClassifierTask(ClassifierMixin):
     def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:  # noqa: N803
         if self.loss not in ("cross_entropy", "logistic", "squared"):
             raise ValueError(f"loss must be 'cross_entropy', 'logistic' or 'squared', got {self.loss!r}")
+        _check_finite_labels(y, type(self).__name__)
         X, y = self._validate_fit_data(X, y)  # noqa: N806
+        kind = type_of_target(y, input_name="y")
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(
+                f"Unknown label type: {kind} targets in y; {type(self).__name__} needs class labels (binary or "
+                "multiclass targets)"
+            )
         check_classification_targets(y)
-        if type_of_target(y) not in ("binary", "multiclass"):
-            raise ValueError(f"{type(self).__name__} needs binary or multiclass targets, got {type_of_target(y)}")
         enc = LabelEncoder().fit(y)
         self.classes_ = enc.classes_
         k = len(self.classes_)
