@@ -149,12 +149,13 @@ class _TokenLasso(ConvexEstimator):
         return X.reshape(X.shape[0], n, X.shape[1] // n)
 
     def _check_ndim(self, X: Any) -> None:  # noqa: N803
-        if _ndim(X) not in (2, 3):
+        """``ValueError`` saying which shapes are taken for X of 4 or more dimensions (1-D: scikit-learn's message)."""
+        if _ndim(X) > 3:
             shape = getattr(X, "shape", None)
             shape = tuple(shape) if shape is not None else np.shape(X)
             raise ValueError(
                 f"X must be a 3-D array (n_samples, n_tokens, n_features) or 2-D (n_samples, n_tokens · n_features), "
-                f"got {len(shape)}-D shape {shape}"
+                f"got dim {len(shape)}: shape {shape}"
             )
 
     def _validate_fit_data(self, X: Any, y: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
