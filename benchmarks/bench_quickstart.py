@@ -8,7 +8,8 @@ reports its wall time, the convex and Adam steps' times (from results.json) and 
   thread policy, and what any script that does not set threads gets).
 
 ``--busy`` (default 1) is the number of busy-loop processes started first and stopped after; ``--busy 0`` measures
-a quiet machine. ``--repeats`` runs each configuration that many times, alternating.
+a quiet machine. ``--repeats`` runs each configuration that many times, alternating. Results go to
+``benchmarks/out/bench_quickstart_busyB.json``.
 
     python benchmarks/bench_quickstart.py [--busy 1] [--repeats 1] [--quick] [--configs auto torch-default]
 """
@@ -101,7 +102,8 @@ def main() -> None:
     if len(args.configs) == 2 and all(walls.values()):
         ratio = min(walls["torch-default"]) / min(walls["auto"])
         print(f"torch default / auto (best of {args.repeats}): {ratio:.2f}x")
-    write_json(out_name(NAME, args.quick), {"machine": machine_info(), "busy": args.busy, "records": records})
+    name = out_name(f"{NAME}_busy{args.busy}", args.quick)
+    write_json(name, {"machine": machine_info(), "busy": args.busy, "records": records})
 
 
 if __name__ == "__main__":

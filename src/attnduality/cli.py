@@ -492,7 +492,8 @@ def _parser() -> argparse.ArgumentParser:
             "features, run the benchmarks."
         ),
         epilog=_para(
-            "Start with `attnduality run quickstart` (about a minute on 2 cores, data bundled with scikit-learn). "
+            "Start with `attnduality run quickstart` (under a minute on 2 cores, even with one busy; data bundled with "
+            "scikit-learn). "
             "`attnduality COMMAND --help` explains each command."
         ),
         formatter_class=_Formatter,

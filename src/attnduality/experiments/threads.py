@@ -2,12 +2,11 @@
 
 A run that asks for more threads than there are idle cores does not just lose the extra threads: every parallel
 kernel waits for its slowest thread, and a thread sharing a core with another process runs at a fraction of its
-speed. Measured on the 2-core development machine with another process keeping one core busy: the quickstart's
-Adam step ran 1.3–3.4× slower on two threads than on one, and `attnduality run quickstart` with torch's default
-of two threads took 7–10 minutes against about a minute on one (BENCHMARKS.md §8). On a quiet machine two threads
-are at most 1.6× faster. So ``threads="auto"`` measures the idle cores over a short window when the run starts
-(``/proc/stat`` on Linux, the load average elsewhere) and uses that many threads, at least one and at most torch's
-default.
+speed. Measured on the 2-core development machine with another process keeping one core busy
+(BENCHMARKS.md §8): `attnduality run quickstart` took 75–79 s on torch's default of two threads and 47–53 s on
+one; on a quiet machine the two settings were within noise (38–41 s). So ``threads="auto"`` measures the idle
+cores over a short window when the run starts (``/proc/stat`` on Linux, the load average elsewhere) and uses that
+many threads, at least one and at most torch's default. It decides once: a process that starts later is not seen.
 """
 
 from __future__ import annotations
