@@ -305,7 +305,7 @@ def run_fista(
         result = solver.run(problem, callback=cb)
     except _Stop:
         return None, trace, "target"
-    except Exception as exc:  # noqa: BLE001 - reported, not hidden: the error goes in the table and the JSON
+    except Exception as exc:  # reported, not hidden: the error goes in the table and the JSON
         return None, trace, f"error: {exc!r}"
     trace.wall.append(time.perf_counter() - t0)
     trace.cpu.append(time.process_time() - c0)

@@ -23,11 +23,11 @@ import time
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from _common import (  # noqa: E402
+from _common import (
     DTYPES,
     OUT_DIR,
     GatedProblem,
@@ -42,8 +42,8 @@ from _common import (  # noqa: E402
     set_threads,
     write_json,
 )
-from attnduality.convex.losses import SquaredLoss  # noqa: E402
-from attnduality.nn.heads import GatedReLUMLP  # noqa: E402
+from attnduality.convex.losses import SquaredLoss
+from attnduality.nn.heads import GatedReLUMLP
 
 NAME = "bench_adam"
 

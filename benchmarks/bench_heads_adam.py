@@ -44,11 +44,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from _common import (  # noqa: E402
+from _common import (
     OUT_DIR,
     base_parser,
     machine_info,
@@ -57,21 +57,21 @@ from _common import (  # noqa: E402
     set_threads,
     write_json,
 )
-from attnduality.convex.estimators.heads import (  # noqa: E402
+from attnduality.convex.estimators.heads import (
     ConvexAttentionClassifier,
     ConvexFNOClassifier,
     ConvexMixerClassifier,
 )
-from attnduality.convex.losses import CrossEntropyLoss  # noqa: E402
-from attnduality.convex.operators.attention import (  # noqa: E402
+from attnduality.convex.losses import CrossEntropyLoss
+from attnduality.convex.operators.attention import (
     GatedAttentionOperator,
     LinearAttentionOperator,
     sample_attention_gates,
 )
-from attnduality.convex.operators.fno import GatedFNOOperator, sample_fno_gates  # noqa: E402
-from attnduality.convex.operators.mixer import GatedMixerOperator, sample_mixer_gates  # noqa: E402
-from attnduality.convex.penalties import BlockNuclearNorm, NuclearNorm  # noqa: E402
-from attnduality.nn.attention_heads import (  # noqa: E402
+from attnduality.convex.operators.fno import GatedFNOOperator, sample_fno_gates
+from attnduality.convex.operators.mixer import GatedMixerOperator, sample_mixer_gates
+from attnduality.convex.penalties import BlockNuclearNorm, NuclearNorm
+from attnduality.nn.attention_heads import (
     GatedAttentionHead,
     GatedFNOHead,
     GatedMixerHead,

@@ -22,22 +22,22 @@ import time
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from _common import OUT_DIR, base_parser, machine_info, out_name, set_threads, write_json  # noqa: E402
-from attnduality.convex.losses import CrossEntropyLoss  # noqa: E402
-from attnduality.convex.operators.attention import sample_attention_gates  # noqa: E402
-from attnduality.convex.operators.streamed_attention import StreamedGatedAttention  # noqa: E402
-from attnduality.convex.solvers.factored import top_singular_pairs  # noqa: E402
-from attnduality.convex.solvers.subspace import SubspaceSolver  # noqa: E402
-from attnduality.convex.streaming import MemmapTokens, write_tokens  # noqa: E402
+from _common import OUT_DIR, base_parser, machine_info, out_name, set_threads, write_json
+from attnduality.convex.losses import CrossEntropyLoss
+from attnduality.convex.operators.attention import sample_attention_gates
+from attnduality.convex.operators.streamed_attention import StreamedGatedAttention
+from attnduality.convex.solvers.factored import top_singular_pairs
+from attnduality.convex.solvers.subspace import SubspaceSolver
+from attnduality.convex.streaming import MemmapTokens, write_tokens
 
 NAME = "bench_paper_scale"
 
 
-def make_tokens(path, n: int, s: int, d: int, seed: int) -> MemmapTokens:  # noqa: ANN001
+def make_tokens(path, n: int, s: int, d: int, seed: int) -> MemmapTokens:
     """Synthetic token features (float32), written chunk by chunk (reused if the file exists with this shape)."""
     if path.exists():
         mm = MemmapTokens(path)

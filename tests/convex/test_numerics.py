@@ -23,7 +23,7 @@ from attnduality.convex.certificates import Certificate
 from attnduality.convex.solvers.fista import STALL_WINDOW, SolveMonitor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_solvers import _problem  # noqa: E402
+from test_solvers import _problem
 
 
 def _tokens(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,7 +32,7 @@ def _tokens(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, rng.standard_normal(60), (x.mean(axis=1)[:, 0] > 0).astype(int)
 
 
-def _operator(est, x: np.ndarray, y: np.ndarray):  # noqa: ANN001, ANN202
+def _operator(est, x: np.ndarray, y: np.ndarray):
     est._check_params()
     xv, loss, n_out = est._prepare_fit(x, y)
     return est._setup_head(est._features(xv), n_out)[0]
@@ -64,7 +64,7 @@ def test_svd_retries_in_float64_where_lapack_fails(monkeypatch: pytest.MonkeyPat
     expected_vals = torch.linalg.svdvals(z.double())
     svd, svdvals = torch.linalg.svd, torch.linalg.svdvals
 
-    def failing_svd(a: torch.Tensor, *args: object, **kwargs: object):  # noqa: ANN202
+    def failing_svd(a: torch.Tensor, *args: object, **kwargs: object):
         if a.dtype == torch.float32:
             raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
         return svd(a, *args, **kwargs)
@@ -111,7 +111,7 @@ def test_fista_backtracks_from_an_overflowing_step() -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Estimators on float32 data at scale (the cases of the issue)
 # ----------------------------------------------------------------------------------------------------------------
-def _fit_and_warning(est, x: np.ndarray, y: np.ndarray) -> str:  # noqa: ANN001
+def _fit_and_warning(est, x: np.ndarray, y: np.ndarray) -> str:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         est.fit(x, y)

@@ -225,7 +225,7 @@ def test_binary_decision_function_is_one_dimensional(cls, loss):
 
 def test_verbose_prints_the_certificate_as_plain_lines(capsys):
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((80, 4))  # noqa: N806
+    X = rng.standard_normal((80, 4))
     y = (X[:, 0] > 0).astype(int)
     est = ConvexMLPClassifier(n_gates=4, beta=1e-2, random_state=0, verbose=1).fit(X, y)
     err = capsys.readouterr().err

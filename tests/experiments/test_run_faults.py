@@ -91,7 +91,7 @@ CHILD = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def child(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def child(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("child") / "toy_child.py"
     path.write_text(CHILD)
     sys.path.insert(0, str(path.parent))

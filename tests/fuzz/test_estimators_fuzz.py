@@ -107,7 +107,7 @@ def _expected_errors(name: str, case: dict, y: np.ndarray) -> set[str]:
     return out
 
 
-def _estimator(name: str, case: dict):  # noqa: ANN202
+def _estimator(name: str, case: dict):
     cls = getattr(convex, name)
     params = {"beta": case["beta"], "tol": 1e-6, "max_iter": 150, "dtype": case["dtype"], "random_state": 0}
     accepted = cls().get_params()
@@ -118,7 +118,7 @@ def _estimator(name: str, case: dict):  # noqa: ANN202
     return cls(**params)
 
 
-def _twin_outputs(est, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def _twin_outputs(est, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The recovered network's outputs and the convex model's raw outputs, both (N, c)."""
     module = est.to_module()
     with torch.no_grad():

@@ -65,7 +65,7 @@ def token_sparsity(estimator: Any) -> TokenSparsity:
 
 def sparsity_vs_beta(
     estimator: Any,
-    X: Any,  # noqa: N803
+    X: Any,
     y: Any,
     betas: Any = None,
     *,

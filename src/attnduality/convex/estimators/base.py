@@ -74,11 +74,11 @@ class ConvexEstimator(BaseEstimator):
         return torch.as_tensor(a, dtype=self._torch_dtype, device=torch.device(self.device))
 
     # --- input validation hooks (heads on 3-D token inputs override both) ------------------------------
-    def _validate_fit_data(self, X: Any, y: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    def _validate_fit_data(self, X: Any, y: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
         """Validate and convert the training data; sets ``n_features_in_``. ``kwargs`` go to ``validate_data``."""
         return validate_data(self, X, y, dtype=np.float64, **kwargs)
 
-    def _validate_predict_X(self, X: Any) -> np.ndarray:  # noqa: N802, N803
+    def _validate_predict_X(self, X: Any) -> np.ndarray:
         """Validate and convert inputs at prediction time against what ``fit`` saw."""
         return validate_data(self, X, reset=False, dtype=np.float64)
 
@@ -108,11 +108,11 @@ class ConvexEstimator(BaseEstimator):
         raise NotImplementedError
 
     # --- fit ----------------------------------------------------------------------------------------------
-    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:  # noqa: N803
+    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:
         """Validated inputs, the loss on the targets, and the number of outputs (the task's part of ``fit``)."""
         raise NotImplementedError
 
-    def beta_max(self, X: Any, y: Any) -> float:  # noqa: N803
+    def beta_max(self, X: Any, y: Any) -> float:
         """``β_max = R°(A*∇f(0))`` of this estimator's program on ``(X, y)``: the smallest ``beta`` at which
         ``Z = 0`` is optimal, so ``beta`` can be set as a fraction of it. Computed on a clone (``self`` stays
         unfitted); with sampled gates, fix ``random_state`` (or pass ``gates``) so that ``fit`` uses the same ones."""
@@ -155,7 +155,7 @@ class ConvexEstimator(BaseEstimator):
         x = self._validate_predict_X(x)
         return self._raw_predict(self._features(x))
 
-    def __sklearn_tags__(self):  # noqa: ANN204
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
@@ -193,26 +193,26 @@ def _check_finite_labels(y: Any, name: str) -> None:
 class RegressorTask(RegressorMixin):
     """Squared loss on real targets (N,) or (N, c)."""
 
-    def fit(self, X: Any, y: Any) -> RegressorTask:  # noqa: N803
+    def fit(self, X: Any, y: Any) -> RegressorTask:
         """Solve the convex program on ``(X, y)``; returns ``self``."""
         self._check_params()
         self._fit_targets(*self._prepare_fit(X, y))
         return self
 
-    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:  # noqa: N803
+    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:
         if self.loss != "squared":
             raise ValueError(f"{type(self).__name__} supports loss='squared' only, got {self.loss!r}")
         _check_numeric_targets(y, type(self).__name__)
-        X, y = self._validate_fit_data(X, y, multi_output=True, y_numeric=True)  # noqa: N806
+        X, y = self._validate_fit_data(X, y, multi_output=True, y_numeric=True)
         self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)
         return X, SquaredLoss(self._tensor(y2)), y2.shape[1]
 
-    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+    def predict(self, X: Any) -> np.ndarray:
         out = self._decision(X).detach().cpu().numpy().astype(np.float64)
         return out[:, 0] if self._y_ndim == 1 else out
 
-    def __sklearn_tags__(self):  # noqa: ANN204
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
@@ -221,17 +221,17 @@ class RegressorTask(RegressorMixin):
 class ClassifierTask(ClassifierMixin):
     """Cross-entropy (default), binary logistic, or squared loss on one-hot targets."""
 
-    def fit(self, X: Any, y: Any) -> ClassifierTask:  # noqa: N803
+    def fit(self, X: Any, y: Any) -> ClassifierTask:
         """Solve the convex program on ``(X, y)``; returns ``self``."""
         self._check_params()
         self._fit_targets(*self._prepare_fit(X, y))
         return self
 
-    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:  # noqa: N803
+    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:
         if self.loss not in ("cross_entropy", "logistic", "squared"):
             raise ValueError(f"loss must be 'cross_entropy', 'logistic' or 'squared', got {self.loss!r}")
         _check_finite_labels(y, type(self).__name__)
-        X, y = self._validate_fit_data(X, y)  # noqa: N806
+        X, y = self._validate_fit_data(X, y)
         kind = type_of_target(y, input_name="y")
         if kind not in ("binary", "multiclass"):
             raise ValueError(
@@ -258,7 +258,7 @@ class ClassifierTask(ClassifierMixin):
             n_out = k
         return X, loss, n_out
 
-    def decision_function(self, X: Any) -> np.ndarray:  # noqa: N803
+    def decision_function(self, X: Any) -> np.ndarray:
         out = self._decision(X).detach().cpu().numpy().astype(np.float64)
         if out.shape[1] == 1:
             return out[:, 0]
@@ -266,7 +266,7 @@ class ClassifierTask(ClassifierMixin):
             return out[:, 1] - out[:, 0]
         return out
 
-    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+    def predict(self, X: Any) -> np.ndarray:
         scores = self.decision_function(X)
         idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
         return self.classes_[idx]
@@ -275,7 +275,7 @@ class ClassifierTask(ClassifierMixin):
         return self.loss != "squared"
 
     @available_if(_has_proba)
-    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+    def predict_proba(self, X: Any) -> np.ndarray:
         s = torch.as_tensor(self.decision_function(X))
         if s.ndim == 1:
             p1 = torch.sigmoid(s)
@@ -283,5 +283,5 @@ class ClassifierTask(ClassifierMixin):
         return torch.softmax(s, dim=1).numpy()
 
     @available_if(_has_proba)
-    def predict_log_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+    def predict_log_proba(self, X: Any) -> np.ndarray:
         return np.log(self.predict_proba(X))

@@ -109,8 +109,8 @@ class _TokenHead(ConvexEstimator):
             raise ValueError(f"kind must be one of {self._kinds}, got {self.kind!r}")
 
     # --- input validation (3-D token arrays) ------------------------------------------------------------
-    def _check_tokens(self, X: Any) -> np.ndarray:  # noqa: N803
-        X = check_array(X, allow_nd=True, ensure_2d=False, dtype=np.float64, input_name="X", estimator=self)  # noqa: N806
+    def _check_tokens(self, X: Any) -> np.ndarray:
+        X = check_array(X, allow_nd=True, ensure_2d=False, dtype=np.float64, input_name="X", estimator=self)
         if X.ndim != 3:
             raise ValueError(f"X must be a 3-D array (n_samples, n_tokens, n_features), got shape {X.shape}")
         if X.shape[1] < 1 or X.shape[2] < 1:
@@ -119,14 +119,14 @@ class _TokenHead(ConvexEstimator):
             )
         return X
 
-    def _validate_fit_data(self, X: Any, y: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
-        X = self._check_tokens(X)  # noqa: N806
-        X, y = check_X_y(X, y, allow_nd=True, dtype=np.float64, estimator=self, **kwargs)  # noqa: N806
+    def _validate_fit_data(self, X: Any, y: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        X = self._check_tokens(X)
+        X, y = check_X_y(X, y, allow_nd=True, dtype=np.float64, estimator=self, **kwargs)
         self.n_tokens_in_, self.n_features_in_ = int(X.shape[1]), int(X.shape[2])
         return X, y
 
-    def _validate_predict_X(self, X: Any) -> np.ndarray:  # noqa: N802, N803
-        X = self._check_tokens(X)  # noqa: N806
+    def _validate_predict_X(self, X: Any) -> np.ndarray:
+        X = self._check_tokens(X)
         s, d = X.shape[1:]
         name = type(self).__name__
         if d != self.n_features_in_:
@@ -244,7 +244,7 @@ class _TokenHead(ConvexEstimator):
         gates = None if self.gates_ is None else torch.as_tensor(self.gates_)
         return self._recover(torch.as_tensor(self.coef_), gates).to(dtype=self._torch_dtype)
 
-    def __sklearn_tags__(self):  # noqa: ANN204
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True

@@ -134,21 +134,21 @@ class _TokenLasso(ConvexEstimator):
             raise ValueError(f"n_gates must be an integer >= 1, got {self.n_gates!r}")
 
     # --- input validation -------------------------------------------------------------------------------
-    def _check_3d(self, X: Any) -> np.ndarray:  # noqa: N803
-        X = check_array(X, allow_nd=True, ensure_2d=False, dtype=np.float64, input_name="X", estimator=self)  # noqa: N806
+    def _check_3d(self, X: Any) -> np.ndarray:
+        X = check_array(X, allow_nd=True, ensure_2d=False, dtype=np.float64, input_name="X", estimator=self)
         if X.ndim != 3 or X.shape[1] < 1 or X.shape[2] < 1:
             raise ValueError(
                 f"X must be (n_samples, n_tokens, n_features) with n_tokens, n_features >= 1, got shape {X.shape}"
             )
         return X
 
-    def _split_2d(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+    def _split_2d(self, X: np.ndarray) -> np.ndarray:
         n = X.shape[1] if self.n_tokens is None else int(self.n_tokens)
         if X.shape[1] % n:
             raise ValueError(f"X has {X.shape[1]} columns, which is not a multiple of n_tokens={n}")
         return X.reshape(X.shape[0], n, X.shape[1] // n)
 
-    def _check_ndim(self, X: Any) -> None:  # noqa: N803
+    def _check_ndim(self, X: Any) -> None:
         """``ValueError`` saying which shapes are taken for X of 4 or more dimensions (1-D: scikit-learn's message)."""
         if _ndim(X) > 3:
             shape = getattr(X, "shape", None)
@@ -158,37 +158,37 @@ class _TokenLasso(ConvexEstimator):
                 f"got dim {len(shape)}: shape {shape}"
             )
 
-    def _validate_fit_data(self, X: Any, y: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    def _validate_fit_data(self, X: Any, y: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
         self._check_ndim(X)
         if _ndim(X) == 3:
-            X = self._check_3d(X)  # noqa: N806
-            X, y = check_X_y(X, y, allow_nd=True, dtype=np.float64, estimator=self, **kwargs)  # noqa: N806
+            X = self._check_3d(X)
+            X, y = check_X_y(X, y, allow_nd=True, dtype=np.float64, estimator=self, **kwargs)
             if self.n_tokens is not None and self.n_tokens != X.shape[1]:
                 raise ValueError(f"X has {X.shape[1]} tokens but n_tokens={self.n_tokens}")
             self.n_features_in_ = int(X.shape[2])
             self.__dict__.pop("feature_names_in_", None)
             tokens = X
         else:
-            X, y = validate_data(self, X, y, dtype=np.float64, **kwargs)  # noqa: N806
+            X, y = validate_data(self, X, y, dtype=np.float64, **kwargs)
             tokens = self._split_2d(X)
         self._fit_2d = _ndim(X) == 2
         self.n_tokens_in_ = int(tokens.shape[1])
         self._token_dim = int(tokens.shape[2])
         return tokens, y
 
-    def _validate_predict_X(self, X: Any) -> np.ndarray:  # noqa: N802, N803
+    def _validate_predict_X(self, X: Any) -> np.ndarray:
         n, d = self.n_tokens_in_, self._token_dim
         name = type(self).__name__
         self._check_ndim(X)
         if _ndim(X) == 3:
-            X = self._check_3d(X)  # noqa: N806
+            X = self._check_3d(X)
             if X.shape[1:] != (n, d):
                 raise ValueError(f"X has tokens of shape {X.shape[1:]}, but {name} is expecting {(n, d)}")
             return X
         if self._fit_2d:
-            X = validate_data(self, X, reset=False, dtype=np.float64)  # noqa: N806
+            X = validate_data(self, X, reset=False, dtype=np.float64)
         else:
-            X = check_array(X, dtype=np.float64, estimator=self)  # noqa: N806
+            X = check_array(X, dtype=np.float64, estimator=self)
             if X.shape[1] != n * d:
                 raise ValueError(f"X has {X.shape[1]} features, but {name} is expecting {n * d} features as input")
         return X.reshape(X.shape[0], n, d)
@@ -333,7 +333,7 @@ class _TokenLasso(ConvexEstimator):
 
     def regularization_path(
         self,
-        X: Any,  # noqa: N803
+        X: Any,
         y: Any,
         betas: Any = None,
         *,
@@ -355,7 +355,7 @@ class _TokenLasso(ConvexEstimator):
             est.fit(X, y)
         return est._path
 
-    def __sklearn_tags__(self):  # noqa: ANN204
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         return tags

@@ -73,7 +73,7 @@ class StreamedGatedAttention:
         )
 
     # --- pieces -------------------------------------------------------------------------------------------
-    def _chunks(self, stop: int | None, what: str):  # noqa: ANN202
+    def _chunks(self, stop: int | None, what: str):
         return self.source.chunks(self.chunk_size, self.dtype, stop, what if self.progress else None)
 
     def _masked(self, x: torch.Tensor) -> torch.Tensor:
