@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import check_attention_input, check_heads, register_attention
+from .checks import check_attention_input, check_heads
 
 __all__ = ["PrimalAttention", "PrimalScores", "ksvd_loss", "landmark_indices", "primal_layers"]
 
@@ -112,7 +112,6 @@ class PrimalScores:
     valid: torch.Tensor | None
 
 
-@register_attention("primal")
 class PrimalAttention(nn.Module):
     """Primal-Attention layer (Chen et al. 2023, §3–4; digest §1.3), batch first: (B, N, D) → (B, N, D).
 
