@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data._core import cache_dir, config_hash
+from ..data import cache_dir, cache_key
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +51,7 @@ def pool_channels(X: np.ndarray, d_out: int) -> np.ndarray:
 def feature_dir(name: str, config: dict[str, Any], cache: str | os.PathLike[str] | None = None) -> Path:
     """Cache folder ``features/<name>-<hash(config)>`` (not created)."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-    return cache_dir(cache) / "features" / f"{safe}-{config_hash({'name': name, **config})}"
+    return cache_dir(cache) / "features" / f"{safe}-{cache_key({'name': name, **config})}"
 
 
 def load_cached(path: Path) -> TokenFeatures | None:

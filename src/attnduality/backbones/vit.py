@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data._core import MissingDataError, cache_dir, config_hash
+from ..data import MissingDataError, cache_dir, cache_key
 from .features import TokenFeatures, build_cached, feature_dir, load_cached, pool_channels
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -105,7 +105,7 @@ class PretrainConfig:
                 raise ValueError(f"n_train/n_test must be >= 1 or None, got {n}")
 
     def key(self) -> str:
-        return config_hash({**asdict(self), "v": 1})
+        return cache_key({**asdict(self), "v": 1})
 
 
 @dataclass(frozen=True, eq=False)

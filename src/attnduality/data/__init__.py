@@ -18,7 +18,18 @@ loader                    data                                          needs
 ========================  ============================================  =============================================
 """
 
-from ._core import CACHE_ENV, MissingDataError, Split, TextCorpus, TextSplit, cache_dir, config_hash
+from ._core import (
+    CACHE_ENV,
+    DATA_EXTRA,
+    MissingDataError,
+    Split,
+    TextCorpus,
+    TextSplit,
+    cache_dir,
+    cache_key,
+    config_hash,
+    require_module,
+)
 from ._sources import fetch
 from .algorithmic import make_modular, make_sparse_parity, modular_table
 from .images import load_fashion_mnist, load_mnist, pixel_sequence, read_idx
@@ -28,6 +39,7 @@ from .uea import UEA_SETS, load_uea
 
 __all__ = [
     "CACHE_ENV",
+    "DATA_EXTRA",
     "MissingDataError",
     "Split",
     "TextCorpus",
@@ -35,6 +47,7 @@ __all__ = [
     "UEA_SETS",
     "byte_sequence",
     "cache_dir",
+    "cache_key",
     "config_hash",
     "fetch",
     "load_fashion_mnist",
@@ -47,4 +60,5 @@ __all__ = [
     "modular_table",
     "pixel_sequence",
     "read_idx",
+    "require_module",
 ]

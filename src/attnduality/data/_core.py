@@ -30,10 +30,17 @@ def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
     return root
 
 
-def config_hash(config: dict[str, Any], n: int = 12) -> str:
-    """A short, stable hash of a JSON-serialisable configuration (keys sorted)."""
+def cache_key(config: dict[str, Any], n: int = 12) -> str:
+    """A short, stable hash of a JSON-serialisable configuration (keys sorted) that names a cache entry.
+
+    Not the experiment runner's ``config_hash`` (16 digits of a compact, NaN-aware dump identifying a run): the two
+    hash different dumps, and changing either would orphan the files already named by it.
+    """
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
+
+
+config_hash = cache_key  # the former name, kept for existing imports
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._core import Split, cache_dir, config_hash
+from ._core import Split, cache_dir, cache_key
 
 OPS = ("[MAX", "[MIN", "[MED", "[SM")
 VOCAB: tuple[str, ...] = ("<pad>", *(str(i) for i in range(10)), *OPS, "]")
@@ -156,7 +156,7 @@ def make_listops(n_train: int, n_test: int, *, seed: int = 0, min_len: int = 500
     meta = {"name": "ListOps", "vocab": VOCAB, "seed": seed, **kw}
     path = None
     if cache is not False:
-        key = config_hash({"n_train": n_train, "n_test": n_test, "pad_to": L, "v": 1, **meta})
+        key = cache_key({"n_train": n_train, "n_test": n_test, "pad_to": L, "v": 1, **meta})
         path = cache_dir(None if cache is True else cache) / "listops" / f"listops-{key}.npz"
         if path.is_file():
             with np.load(path) as z:

@@ -263,14 +263,14 @@ def claim_verdict(rows: list[dict[str, Any]], correct: dict[str, np.ndarray], al
 def _feature_cache(n_bytes: float, itemsize: int) -> Iterator[None]:
     """Let the token operators keep their lifted features in memory up to ``n_bytes`` (default 128 MiB) while a
     training-set operator is built; prediction-time operators keep the library default (chunked recomputation)."""
-    from ..convex.operators import attention
+    from ..convex.operators import features
 
-    old = attention._CACHE_LIMIT
-    attention._CACHE_LIMIT = max(old, int(n_bytes // itemsize))
+    old = features.CACHE_LIMIT
+    features.CACHE_LIMIT = max(old, int(n_bytes // itemsize))
     try:
         yield
     finally:
-        attention._CACHE_LIMIT = old
+        features.CACHE_LIMIT = old
 
 
 def _torch_dtype(name: str) -> Any:

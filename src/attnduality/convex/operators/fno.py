@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .attention import _check_x, _FeatureOperator
 from .base import LinearOperator
+from .features import FeatureOperator, check_x
 
 __all__ = ["FNOOperator", "GatedFNOOperator", "circulant", "fno_masks", "sample_fno_gates"]
 
@@ -58,7 +58,7 @@ def _ifft(a: torch.Tensor, grid: tuple[int, ...], axis: int) -> torch.Tensor:
 
 def circulant(x: torch.Tensor, grid: Sequence[int] | None = None) -> torch.Tensor:
     """``circ(X)`` (N, s, s·d) with ``circ(X)[n, t, δ*d + k] = X[n, t − δ (mod grid), k]`` (Lemma 4.3)."""
-    _check_x(x)
+    check_x(x)
     n, s, d = x.shape
     g = _grid(s, grid)
     coords = torch.stack(torch.unravel_index(torch.arange(s), g), dim=1)  # (s, ndim)
@@ -81,7 +81,7 @@ def sample_fno_gates(
 
 def fno_masks(x: torch.Tensor, gates: torch.Tensor, grid: Sequence[int] | None = None) -> torch.Tensor:
     """``D[n, b, j, t] = 1{(circ(X_n^{(b)}) u_{bj})[t] ≥ 0}`` (N, B, m, s), by FFT (arrangements of Thm 4.5/4.8)."""
-    _check_x(x)
+    check_x(x)
     n, s, d = x.shape
     if gates.ndim != 4 or gates.shape[2] != s or gates.shape[0] * gates.shape[3] != d:
         raise ValueError(f"gates must be (B, m, {s}, d/B) with d = {d}, got {tuple(gates.shape)}")
@@ -100,7 +100,7 @@ class FNOOperator(LinearOperator):
     """
 
     def __init__(self, x: torch.Tensor, n_outputs: int, groups: int = 1, grid: Sequence[int] | None = None) -> None:
-        _check_x(x)
+        check_x(x)
         self.x = x
         self.n_samples, self.n_tokens, self.n_features = (int(v) for v in x.shape)
         self.n_outputs, self.groups = int(n_outputs), int(groups)
@@ -126,7 +126,7 @@ class FNOOperator(LinearOperator):
         return _ifft(torch.einsum("nfbk,bfkp->nfbp", fx, fz), self.grid, 1).reshape(n, s, self.n_outputs)
 
 
-class GatedFNOOperator(_FeatureOperator):
+class GatedFNOOperator(FeatureOperator):
     """Gated-ReLU (B-)FNO with GAP (gated Thm 4.5/4.8): ``Z`` (B, m, s·d_b, c_b), gates ``U`` (B, m, s, d_b).
 
     ``A(Z)_i[b-group] = mean_t Σ_j D_{bj}^{(i)} circ(X_i^{(b)}) Z_{bj}``; features
@@ -141,7 +141,7 @@ class GatedFNOOperator(_FeatureOperator):
         grid: Sequence[int] | None = None,
         cache: bool | None = None,
     ) -> None:
-        _check_x(x)
+        check_x(x)
         s, d = int(x.shape[1]), int(x.shape[2])
         if gates.ndim != 4 or gates.shape[2] != s or gates.shape[0] * gates.shape[3] != d:
             raise ValueError(f"gates must be (B, m, {s}, d/B) with d = {d}, got {tuple(gates.shape)}")

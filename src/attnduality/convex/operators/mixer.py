@@ -21,8 +21,8 @@ from collections.abc import Iterator
 
 import torch
 
-from .attention import _CACHE_LIMIT, _check_x, _FeatureOperator
 from .base import LinearOperator
+from .features import DEFAULT_CACHE_LIMIT, FeatureOperator, check_x
 
 __all__ = ["LinearMixerOperator", "GatedMixerOperator", "mixer_masks", "sample_mixer_gates"]
 
@@ -50,7 +50,7 @@ class LinearMixerOperator(LinearOperator):
     """
 
     def __init__(self, x: torch.Tensor, n_outputs: int) -> None:
-        _check_x(x)
+        check_x(x)
         self.x = x
         self.n_samples, self.n_tokens, self.n_features = (int(v) for v in x.shape)
         self.n_outputs = int(n_outputs)
@@ -74,7 +74,7 @@ class LinearMixerOperator(LinearOperator):
         return torch.einsum("ntk,trpk->nrp", self.x, z.reshape(s, s, c, d))
 
 
-class GatedMixerOperator(_FeatureOperator):
+class GatedMixerOperator(FeatureOperator):
     """Gated-ReLU MLP-Mixer with GAP (gated analogue of Thm 4.2): ``Z`` (m, s², d·c), gates ``U`` (m, s, s).
 
     ``A(Z)_i = mean_r Σ_j Σ_{t,k} M_{ij}[r,k] X_i[t,k] Z4_j[t,r,:,k]``; equal to the token mean of
@@ -88,7 +88,7 @@ class GatedMixerOperator(_FeatureOperator):
     """
 
     def __init__(self, x: torch.Tensor, gates: torch.Tensor, n_outputs: int, cache: bool | None = None) -> None:
-        _check_x(x)
+        check_x(x)
         s, d = int(x.shape[1]), int(x.shape[2])
         if gates.ndim != 3 or gates.shape[1:] != (s, s):
             raise ValueError(f"gates must be (m, {s}, {s}), got {tuple(gates.shape)}")
@@ -100,7 +100,7 @@ class GatedMixerOperator(_FeatureOperator):
         self._setup(x, n_outputs, False, 1.0)
         n, m = self.n_samples, self.n_gates
         if cache is None:
-            cache = n * m * s * d <= _CACHE_LIMIT
+            cache = n * m * s * d <= DEFAULT_CACHE_LIMIT  # the default: a raised CACHE_LIMIT does not reach the masks
         # channel-major copies: X as (d, N, s) and the masks as (d, N, m, s)
         self._xk = x.permute(2, 0, 1).contiguous()
         self._mk = self._masks_k(0, n) if cache else None

@@ -8,7 +8,7 @@ block to ``Z_j = Q_j B_jᵀ`` with an orthonormal left basis ``Q_j`` (p, k) and 
 :class:`~attnduality.convex.solvers.fista.FISTA`. Its solution is certified for the full problem by the same
 duality gap as the exact solver (:func:`~attnduality.convex.solvers.factored.factored_certificate`): the dual norm
 ``max_j ‖A*∇f‖_2`` comes from the dense streamed adjoint and a block Krylov iteration
-(:func:`~attnduality.convex.solvers.factored.top_singular_pairs`). If the gap is too large, the top left singular
+(:func:`~attnduality.convex.linalg.top_singular_pairs`). If the gap is too large, the top left singular
 vectors of ``−A*∇f_j`` outside ``span(Q_j)`` — exactly the directions whose singular values above β certify
 non-optimality (Sahiner et al.'s Burer–Monteiro follow-up: optimal iff ``‖A*∇f‖_2 ≤ β``) — join the basis, and the
 restricted problem is solved again from the previous solution (column generation, as in active-subspace methods for
@@ -48,11 +48,12 @@ from typing import Protocol
 import torch
 
 from ..certificates import Certificate
+from ..linalg import orthonormalize, top_singular_pairs
 from ..losses import Loss
 from ..operators.base import LinearOperator
 from ..penalties import BlockNuclearNorm
 from ..problem import CompositeProblem
-from .factored import _orthonormalize, factored_certificate, top_singular_pairs
+from .factored import factored_certificate
 from .fista import FISTA
 
 __all__ = ["SubspaceHead", "SubspaceOperator", "SubspaceResult", "SubspaceSolver"]
@@ -188,7 +189,7 @@ class SubspaceSolver:
             sigma, left, _ = top_singular_pairs(w, k=count, tol=self._sigma_tol(w), seed=self.seed)
             sig_all = max(sig_all, float(sigma[0]))
             q = basis[j]
-            new.append(_orthonormalize(left, q if q.shape[-1] else None, gen))
+            new.append(orthonormalize(left, q if q.shape[-1] else None, gen))
             top.append(left)
             del w
         return sig_all, torch.stack(new), torch.stack(top)
@@ -212,7 +213,7 @@ class SubspaceSolver:
         for b in blocks:  # equal widths: pad with random directions outside the span
             q = torch.linalg.qr(b).Q if b.shape[-1] else b
             pad = torch.randn(b.shape[0], width - b.shape[-1], generator=gen, dtype=b.dtype)
-            out.append(torch.cat([q, _orthonormalize(pad, q, gen)], dim=-1) if pad.shape[-1] else q)
+            out.append(torch.cat([q, orthonormalize(pad, q, gen)], dim=-1) if pad.shape[-1] else q)
         return torch.stack(out)
 
     def _warm_start(
