@@ -386,7 +386,7 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train a sequence classifier (e.g. :class:`~attnduality.nn.transformer.PrimalFormer`) in place, data-parallel.
 
-    Loss per global batch: mean cross-entropy ``+ ksvd_weight · ksvd_loss(model)`` (digest §1.4; batch form, or
+    Loss per global batch: mean cross-entropy ``+ ksvd_weight · ksvd_loss(model)`` (Chen et al. 2023; batch form, or
     ``ksvd_per_sample=True``, ``ksvd_trace`` as in :func:`~attnduality.nn.primal.ksvd_loss`). ``dataset`` items are
     ``(x, y)`` or ``(x, key_padding_mask, y)``; ``batch_size`` is the global batch (see :class:`GlobalBatchLoader`),
     ``epochs`` full passes of ``n // batch_size`` steps. With ``world() > 1`` the model is wrapped in DDP and each

@@ -361,7 +361,8 @@ def test_fno_lemma_4_3_and_circulant(grid):
 
 
 def test_fno_gap_collapse_and_masks():
-    """Linear (B-)FNO under GAP is ``x̄_bᵀ Σ_δ Z_b[δ]`` (digest §9.4); gated masks are ``1{circ(X^{(b)}) u ≥ 0}``."""
+    """Linear (B-)FNO under GAP is ``x̄_bᵀ Σ_δ Z_b[δ]`` (derived in :mod:`attnduality.convex.operators.fno`); gated
+    masks are ``1{circ(X^{(b)}) u ≥ 0}``."""
     s, d, c, groups = 4, 4, 4, 2
     x = _x(6, s, d, 50)
     op = FNOOperator(x, c, groups=groups)

@@ -7,8 +7,9 @@
 * the recovered non-convex twin reproduces the predictions and the regularised objective (1e-8 relative, float64);
   random twins never go below the convex optimum (it is a lower bound for every width);
 * the printed Prop. 1 map (``e_j``) is wrong when the support is not the first rows; the support-index map is right;
-* the one-head counterexamples of the digest (§1.4–§1.6): the convex value is strictly below the one-head optimum,
-  which is computed by exhaustive grids over the attention rows with the output scale in closed form;
+* one-head counterexamples to Thm 1, Thm 2 and App. A.7 as printed (no width condition): the convex value is strictly
+  below the one-head optimum, which is computed by exhaustive grids over the attention rows with the output scale in
+  closed form;
 * the printed (33) without the equal-row-sum constraint is a strict relaxation of the sequence model;
 * validation, the width report (``heads_needed_``, ``is_exact_``, lower-bound warning), paths, sklearn checks.
 """
@@ -306,7 +307,7 @@ def test_convex_value_lower_bounds_random_networks(case):
 # Recovery: the printed map, the width condition
 # ----------------------------------------------------------------------------------------------------------------
 def _teacher_data(seed=0, m=40, nt=6, dd=5, tokens=(1, 4), noise=0.1):
-    """The digest's [CHK] setting: the teacher reads tokens 1 and 4."""
+    """A small student–teacher setting: the teacher reads tokens 1 and 4."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((m, nt, dd))
     y = sum(x[:, k] @ rng.standard_normal(dd) for k in tokens) + noise * rng.standard_normal(m)
@@ -354,7 +355,7 @@ def test_width_condition_reported():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# One-head counterexamples (digest §1.4–§1.6): the convex value is strictly lower
+# One-head counterexamples (Thm 1, Thm 2, App. A.7 as printed): the convex value is strictly lower
 # ----------------------------------------------------------------------------------------------------------------
 BETA = 0.1
 GRID = np.linspace(0.0, 1.0, 2001)
@@ -367,7 +368,7 @@ def _scale_opt(a: np.ndarray, bvec: np.ndarray, const: float, beta: float) -> np
 
 
 def test_counterexample_scalar_one_head():
-    """n = N = 2, d = 1, y = (1, −1) (digest §1.4, [LEAN] h = 1, n = N = 2): two tokens of opposite sign need two
+    """n = N = 2, d = 1, y = (1, −1) (Thm 1 with h = 1, n = N = 2): two tokens of opposite sign need two
     heads. Convex optimum 2β − 2β² = 0.18; one head: min over w ∈ Δ_2 and the scale s = b·‖v‖."""
     x = np.array([[[1.0], [0.0]], [[0.0], [1.0]]])
     y = np.array([1.0, -1.0])
@@ -385,7 +386,7 @@ def test_counterexample_scalar_one_head():
 
 @pytest.mark.parametrize("penalty", ["group", "nuclear"])
 def test_counterexample_vector_one_head(penalty):
-    """n = 1, d = c = 2, Y = I (digest §1.5: h ≥ n·c needed): a one-head network is a rank-one map v bᵀ."""
+    """n = 1, d = c = 2, Y = I (Thm 2 needs h ≥ n·c): a one-head network is a rank-one map v bᵀ."""
     x = np.eye(2)[:, None, :]  # X_i = e_iᵀ: one token
     y = np.eye(2)
     est = TokenLassoRegressor(penalty=penalty, beta=BETA, tol=1e-12).fit(x, y)
@@ -407,7 +408,7 @@ def test_counterexample_vector_one_head(penalty):
 
 
 def test_counterexample_sequence_one_head():
-    """n = 2, d = c = 1, targets Y_i = T X_i with T = [[1, −1], [0, 0]] (digest §1.6): a one-head network is
+    """n = 2, d = c = 1, targets Y_i = T X_i with T = [[1, −1], [0, 0]] (App. A.7): a one-head network is
     s·W with W row-stochastic, so it cannot make a row with both signs. One head: s W (s = b·‖V‖_1)."""
     x = np.eye(2)[:, :, None]  # X_1 = e_1, X_2 = e_2 (tokens with one feature)
     t = np.array([[1.0, -1.0], [0.0, 0.0]])
@@ -448,8 +449,8 @@ def _adam(net, loss, x, beta, steps=1500):
     return float(obj.detach())
 
 
-def test_chk_setting_reproduces_digest_numbers():
-    """The digest's [CHK] run (§6.7: N = 40, n = 6, d = 5, teacher on tokens 1 and 4, noise 0.1, loss ½Σ, β = 0.5), in
+def test_chk_setting_reproduces_reference_numbers():
+    """A NumPy reference run (N = 40, n = 6, d = 5, teacher on tokens 1 and 4, noise 0.1, loss ½Σ, β = 0.5), in
     the library's scaling (1/N)·(½Σ) + (β/N)·R: N × the convex optimum is its 2.55772; Adam on (8) with h = 1 stays
     near its 7.707 (with one head the convex value is only a lower bound), with h = n = 6 at or above the optimum."""
     x, y = _teacher_data()

@@ -113,7 +113,7 @@ def test_rerun_loads_every_step(tiny_run: tuple[Path, dict[str, Any]], tmp_path:
 
 def test_linear_fno_is_the_logistic_baseline_under_pooling(tmp_path: Path) -> None:
     """Without padding (ViT tokens) the linear FNO under token pooling is the nuclear-norm linear model on the mean
-    token with β scaled like β_max (digest §9.4): same β/β_max, same predictions."""
+    token with β scaled like β_max (under GAP linear B-FNO is grouped-linear): same β/β_max, same predictions."""
     over = {**TINY, "datasets": ("fashion_mnist",), "heads": ("logreg", "fno_linear"), "beta_fracs": (0.05,),
             "adam_steps": 0, "tol": 1e-7, "max_iter": 5000}
     res = run_experiment("transfer", out=tmp_path, overrides=over, progress=False)

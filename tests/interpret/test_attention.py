@@ -43,7 +43,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _lifted(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
-    """``Z = Σ_h vec_F(W1_h) vec_F(W2_hᵀ)ᵀ`` for heads ``W1`` (H, d, d), ``W2`` (H, d, c) (digest §2.2)."""
+    """``Z = Σ_h vec_F(W1_h) vec_F(W2_hᵀ)ᵀ`` for heads ``W1`` (H, d, d), ``W2`` (H, d, c) (Sahiner et al., Thm 3.1)."""
     return sum(np.outer(a.reshape(-1, order="F"), b.T.reshape(-1, order="F")) for a, b in zip(w1, w2, strict=True))
 
 

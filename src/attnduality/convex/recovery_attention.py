@@ -1,5 +1,5 @@
 """Convex attention-style solutions as non-convex multi-head networks, and back (Sahiner et al. Thm 3.1, 4.1, 4.4,
-4.7 and their gated analogues; digest §2.2, §3.2, §4.2).
+4.7 and their gated analogues; the SVD maps are derived here).
 
 Every lifted block is a sum of rank-one terms ``Z = Σ_h a_h b_hᵀ``; recovery takes the SVD ``Z = Σ_r σ_r u_r v_rᵀ``
 and sets ``a_r = √σ_r u_r``, ``b_r = √σ_r v_r``, so ``½(‖a_r‖² + ‖b_r‖²) = σ_r`` and the recovered weight decay
@@ -154,7 +154,7 @@ def _balanced(a: torch.Tensor, tol: float | None) -> tuple[torch.Tensor, torch.T
 def attention_factors(w1: torch.Tensor, w2: torch.Tensor, tol: float | None = None) -> AttentionFactors:
     """Multi-head factors ``Q, K, V, W`` of merged attention weights ``w1`` (…, h, d, d), ``w2`` (…, h, d, c).
 
-    The paper's equivalence is on the merged weights ``W1 = QKᵀ``, ``W2 = VW`` (digest §2.1–§2.2); any factorisation
+    The paper's equivalence is on the merged weights ``W1 = QKᵀ``, ``W2 = VW`` (eq. (11)); any factorisation
     gives the same network. This one is the balanced SVD split (``Q = U√S``, ``K = V√S``), which minimises
     ``½(‖Q‖² + ‖K‖²) = ‖W1‖_*`` among all factorisations (likewise for ``V, W``).
     """

@@ -1,12 +1,12 @@
 """From convex token-program solutions back to the multi-head networks of Ergen, Neyshabur & Mehta (2022).
 
 Proposition 1 (recovery) with the **actual support indices**: the printed map puts head j on "the j-th row" (``e_j``),
-which is wrong as soon as the support is not the first rows (digest §1.4); here every nonzero group ``z_k`` becomes a
+which is wrong as soon as the support is not the first rows; here every nonzero group ``z_k`` becomes a
 head attending to *its own* token, ``w = e_k``, ``v = z_k / √‖z_k‖``, ``b = √‖z_k‖``, so that
 ``½(‖v‖² + b²) = ‖z_k‖`` and the weight decay equals the convex penalty. Variants:
 
 * eq. (12) groups (token k, output l): ``b = √‖z_kl‖ e_l`` (then ``‖b‖_1² = ‖b‖² = ‖z_kl‖``);
-* per-token nuclear norm (digest §1.5, derived): one head per singular triple of ``Z_k`` (d × c),
+* per-token nuclear norm (derived here): one head per singular triple of ``Z_k`` (d × c),
   ``v = √σ u``, ``b = √σ v``;
 * attention + gated-ReLU FC (§3.4, derived): the same per (token, gate) block, the head keeping gate ``g_p``;
 * sequence outputs (App. A.7, corrected): each nonzero block ``C^±_ql = λ W`` (W row-stochastic) becomes the head
@@ -189,8 +189,8 @@ def sequence_to_module(z: torch.Tensor, n_heads: int | None = None) -> SequenceA
 
 def printed_prop1_map(z: torch.Tensor) -> AttentionOnlyNet:
     """Proposition 1 **as printed** (for comparison only; wrong): head j attends to ``e_j``, the j-th token, and takes
-    the j-th *nonzero* row ``z_(j)``. It reproduces the convex predictions only when the support is the first rows
-    (digest §1.4); use :func:`attention_to_module`."""
+    the j-th *nonzero* row ``z_(j)``. It reproduces the convex predictions only when the support is the first rows;
+    use :func:`attention_to_module`."""
     z = torch.as_tensor(z)
     n, d, c = z.shape
     if c != 1:

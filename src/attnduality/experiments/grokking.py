@@ -13,7 +13,7 @@ Models (all with learned token and position embeddings, trained with AdamW on mi
 * ``convex``: the same network with every softmax attention replaced by :class:`~attnduality.nn.ConvexAttention`
   (the paper's alternative attention, eq. (4): a trainable input-independent row-stochastic mixing matrix per head,
   no ``W_Q``/``W_K``): the attention swap alone, trained non-convexly.
-* ``convex-paper``: the paper's architecture (digest §1.7, Fig. 1: derived): ConvexAttention followed by a gated-ReLU
+* ``convex-paper``: the paper's architecture (Fig. 1; §3.4 reconstructed here): ConvexAttention followed by a gated-ReLU
   FC layer per block, **no skip connections and no LayerNorm** (:func:`~attnduality.nn.stacked_model`), trained
   non-convexly.
 
@@ -22,17 +22,17 @@ every other parameter is decayed.
 
 Convex program (``convex_program=True``): the certified token-lasso fit (eq. (12), :class:`~attnduality.convex.
 TokenLassoClassifier`, cross-entropy) on fixed one-hot tokens, the only input representation under which the model is
-convex (digest §6.5). On one-hot tokens every model of the paper's convex class, attention-only (eq. (12)) or with the
-per-token gated-ReLU FC layer (§3.4 reconstruction), computes ``F_a[a] + F_b[b] + const``: a per-token function of a
-one-hot token is a table lookup, i.e. linear in the one-hot vector. So the convex program is additive in the two
-operands, and its certified optimum shows how much of the division table that class can fit at all.
+convex (learned embeddings are not). On one-hot tokens every model of the paper's convex class, attention-only
+(eq. (12)) or with the per-token gated-ReLU FC layer (§3.4 reconstruction), computes ``F_a[a] + F_b[b] + const``:
+a per-token function of a one-hot token is a table lookup, i.e. linear in the one-hot vector. So the convex program is
+additive in the two operands, and its certified optimum shows how much of the division table that class can fit at all.
 
 Metrics per setting (train fraction × layers × model) over seeds: the first evaluated step with train accuracy ≥
 ``threshold`` (99%) and with test accuracy ≥ ``threshold`` (``None``: not reached within ``steps``), final
 accuracies. The test set is only *measured* during training (no selection, no early stopping), as in the grokking
 literature. Each training is one resumable step, checkpointed every ``checkpoint_every`` updates.
 
-Settings the paper does not disclose (digest §4.2): train fraction, weight decay, learning rate, batch size, width.
+Settings the paper does not disclose (§4): train fraction, weight decay, learning rate, batch size, width.
 The defaults follow openai/grok (width 128, 4 heads, AdamW lr 1e-3, betas (0.9, 0.98), 10 warm-up updates,
 batch 512) with weight decay 1 (Power et al. found weight decay the most effective intervention; the grok default is
 smaller); the paper's standard transformer generalises after > 10⁵ updates, far beyond a CPU budget.
@@ -414,7 +414,7 @@ def grokking(ctx: RunContext) -> None:
         f"Budget: {cfg.steps} AdamW updates per training (batch {cfg.batch_size}, lr {cfg.lr:g}, weight decay "
         f"{cfg.weight_decay:g}, betas ({cfg.beta1:g}, {cfg.beta2:g}), {cfg.warmup_steps} warm-up updates, width "
         f"{cfg.d_model}, {cfg.n_heads} heads), evaluated every {cfg.eval_every}. The paper's standard transformer "
-        "fits the training set in about 10³ updates and generalises after more than 10⁵ (digest §4.2); a step count "
+        "fits the training set in about 10³ updates and generalises after more than 10⁵ (the paper, §4); a step count "
         "'not reached' means not within this budget. Steps are the first evaluation at or above "
         f"{cfg.threshold:.0%}; mean ± std over the seeds that reached it. 'best test acc' is the highest evaluated "
         "test accuracy (a measurement, not used to select anything); 'final' is at the last update, which can sit on "

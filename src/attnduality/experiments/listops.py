@@ -3,7 +3,7 @@
 Data: ListOps generated with the LRA grammar (:func:`attnduality.data.make_listops`; lengths 500–2000, depth 10,
 10 arguments; LRA has 96k/2k/2k train/dev/test), from one ``data_seed`` shared by every model and seed.
 
-Model and training (official ``PrimalAttention_LRA`` code on Nyströmformer's LRA setup; digest §3.2): embedding 64,
+Model and training (official ``PrimalAttention_LRA`` code on Nyströmformer's LRA setup; Table 2): embedding 64,
 2 pre-LN layers, 2 heads of 32, FFN 128 (GELU), dropout 0.1, learned positional embeddings, mean pooling, MLP head
 64 → 128 → 10; AdamW (β 0.9/0.999, ε 1e-6, no weight decay), lr 1e-4 with a linear one-cycle schedule (warm-up 1000
 of 5000 steps), batch 32, evaluation every 50 steps. PrimalFormer: every layer Primal-Attention with s = 20, η = 0.1,
@@ -37,12 +37,12 @@ __all__ = ["ListOpsConfig", "PAPER_LISTOPS"]
 MODELS = ("primalformer", "transformer")
 LABELS = {"primalformer": "PrimalFormer", "transformer": "Transformer (softmax)"}
 PAPER_LISTOPS = {"primalformer": 37.3, "transformer": 37.1}
-"""Table 2 test accuracies (%); the Trans. number is copied from the Nyströmformer paper (digest §3)."""
+"""Table 2 test accuracies (%); the Trans. number is copied from the Nyströmformer paper (identical numbers)."""
 
 
 @dataclass(frozen=True)
 class ListOpsConfig:
-    """Configuration of the ``listops`` experiment; the defaults are the LRA setup of the paper (digest §3.2)."""
+    """Configuration of the ``listops`` experiment; the defaults are the LRA setup of the paper (Table 2)."""
 
     models: tuple[str, ...] = MODELS
     """primalformer and/or transformer (softmax)"""

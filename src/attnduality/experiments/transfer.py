@@ -3,7 +3,7 @@
 The paper trains one head on a frozen ImageNet gMLP (s = 196 tokens, channels average-pooled to d = 100) for
 CIFAR-100 and reports that the attention-style convex heads (self-attention, MLP-Mixer, FNO, B-FNO) beat the linear
 (logistic-regression) and convex-MLP heads. Neither the backbone nor CIFAR-100 can be had offline, so both targets
-here are **substitutes** (research digest, data.md §4):
+here are **substitutes**:
 
 * ``pang_lee``: the frozen all-MiniLM-L6-v2 (a real pre-trained 6-layer BERT, d = 384) on Pang & Lee sentence
   polarity (4,000 sentences, 2 classes; the loader's stratified 75/25 split with the run's seed). Token features of
@@ -993,5 +993,5 @@ def transfer(ctx: RunContext) -> None:
         ctx.note("Paper's secondary claims (small gated-vs-linear gap for self-attention, Mixer and FNO; large for "
                  "B-FNO): " + "; ".join(gaps) + ". Under token pooling the linear FNO is a nuclear-norm linear model "
                  "on the (zero-padded) mean token, i.e. the logistic baseline in another parameterisation, and the "
-                 "linear B-FNO a grouped one whose output group b sees feature group b only (digest §9.4); the gates "
-                 "break this collapse.")
+                 "linear B-FNO a grouped one whose output group b sees feature group b only (Thm 4.7, pooled); "
+                 "the gates break this collapse.")

@@ -1,6 +1,6 @@
 """UEA time-series classification: PrimalFormer, Primal.+Trans. and softmax transformer (Chen et al. 2023, Table 1).
 
-Setup (official ``PrimalAttention_TimeSeries`` code; digest §3.1): d_model 512, FFN 2048, 8 heads, 2 post-LN layers
+Setup (official ``PrimalAttention_TimeSeries`` code, ``options.py``): d_model 512, FFN 2048, 8 heads, 2 post-LN layers
 with a final LayerNorm, dropout 0.1, GELU, learned positional encoding, input ``Linear(C → D)·√D``, GELU on the
 encoder output, flatten (T·D) → Linear(classes); RAdam lr 1e-3, batch 16, 100 epochs, gradient clipping at norm 4;
 per-sample ``CE + η·KSVD`` (``J`` squared per sequence, trace over the parameters), with the per-dataset rank ``s``,
@@ -55,7 +55,7 @@ MODEL_LABELS = {
 }
 
 PAPER_HPARAMS: dict[str, dict[str, tuple[int, float, int]]] = {
-    # dataset: {model: (s, η, rank_multi)} from bashes/run_primalformer.sh and bashes/run_primal_trans.sh (digest §3.1)
+    # dataset: {model: (s, η, rank_multi)} from the official bashes/run_primalformer.sh and bashes/run_primal_trans.sh
     "EthanolConcentration": {"primalformer": (30, 0.1, 10), "primal+trans": (40, 0.2, 10)},
     "FaceDetection": {"primalformer": (20, 0.1, 5), "primal+trans": (40, 0.2, 5)},
     "Handwriting": {"primalformer": (30, 0.2, 5), "primal+trans": (20, 0.5, 5)},
@@ -70,7 +70,7 @@ PAPER_HPARAMS: dict[str, dict[str, tuple[int, float, int]]] = {
 """Per-dataset (s, η, rank_multi) of the released scripts."""
 
 PAPER_ACCURACY: dict[str, dict[str, float]] = {
-    # Table 1 (best test epoch); the Trans. column is copied from Flowformer's table (digest §3), not re-run there
+    # Table 1 (best test epoch); the Trans. column is copied from Flowformer's table (same numbers), not re-run
     "JapaneseVowels": {"primalformer": 98.4, "primal+trans": 98.9, "transformer": 98.7},
     "SelfRegulationSCP1": {"primalformer": 92.5, "primal+trans": 92.5, "transformer": 92.2},
     "SelfRegulationSCP2": {"primalformer": 57.2, "primal+trans": 56.1, "transformer": 53.9},
@@ -115,7 +115,7 @@ def _check_pos_int(cfg: Any, names: Sequence[str]) -> None:
 
 @dataclass(frozen=True)
 class UEAConfig:
-    """Configuration of the ``uea`` experiment; the defaults are the paper's setup (digest §3.1)."""
+    """Configuration of the ``uea`` experiment; the defaults are the paper's setup (Chen et al. 2023, Table 1)."""
 
     datasets: tuple[str, ...] = ("JapaneseVowels", "SelfRegulationSCP1", "SelfRegulationSCP2")
     models: tuple[str, ...] = MODELS

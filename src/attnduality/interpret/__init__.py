@@ -1,4 +1,4 @@
-"""Interpretation tools for fitted convex heads (Sahiner et al. 2022, §3 and §6 of the digest).
+"""Interpretation tools for fitted convex heads (Sahiner et al. 2022, §3–4; Ergen et al. 2022; Chen et al. 2023).
 
 :mod:`attnduality.interpret.attention` reads the lifted solution ``Z`` of a convex self-attention head: block norms
 against the Gram matrices (Corollary 3.2), the singular spectrum (the nuclear norm's low rank; Theorem 3.1), and the

@@ -1,8 +1,8 @@
-"""Reading a fitted convex self-attention head (Sahiner et al. 2022, Theorems 3.1 and 3.3, Corollary 3.2; digest §6).
+"""Reading a fitted convex self-attention head (Sahiner et al. 2022, Theorems 3.1 and 3.3, Corollary 3.2).
 
 The lifted solution of the linear head (``ConvexAttentionClassifier/Regressor(kind="linear").coef_``) is one
 (d², d·c) matrix ``Z``; that of the gated-ReLU head is (m, d², d·c), one such matrix ``Z_j`` per gate ``U_j``
-(``gates_``, (m, d, d)). The index convention is the library's (digest §9.5): block
+(``gates_``, (m, d, d)). The index convention is the library's (:mod:`attnduality.convex.operators.attention`): block
 ``Z^{(k,l)} = Z[k*d:(k+1)*d, l*c:(l+1)*c] = Σ_h W1_h[:, k] W2_h[l, :]`` for merged weights ``W1 = QKᵀ`` (d, d) and
 ``W2 = VW`` (d, c), i.e. ``Z.reshape(d, d, d, c)[k, a, l, b]``.
 
@@ -14,9 +14,9 @@ What each tool shows:
   so the block-norm map inherits the Gram matrices' zero pattern (the paper's Figure 1).
 * :func:`singular_values` and :func:`effective_rank` (:func:`plot_spectrum`): the nuclear norm of Theorem 3.1
   (``Σ_j ‖Z_j‖_*`` for the gated head) makes ``Z`` low rank; its rank is the number of heads of the equivalent
-  non-convex network (one per singular value, digest §2.2).
+  non-convex network (one per singular value; the SVD map is derived here).
 * :func:`token_masks` and :func:`mask_clustering_score` (:func:`plot_token_masks`): the token-pair masks
-  ``M_j[t, t'] = 1{x_tᵀ U_j x_t' ≥ 0}`` of Theorem 3.3 / the gated head (digest §2.3–2.4), the mechanism behind the
+  ``M_j[t, t'] = 1{x_tᵀ U_j x_t' ≥ 0}`` of Theorem 3.3 / the gated head (eqs. (15)–(16)), the mechanism behind the
   abstract's "self-attention implicitly clusters the tokens based on their latent similarity", and a quantitative
   check of how cluster-like a given mask is.
 
@@ -123,7 +123,7 @@ def singular_values(z: ArrayLike) -> np.ndarray:
 
     ``z`` (d², d·c) gives (min(d², d·c),); a gated stack (m, d², d·c) gives (m, min(d², d·c)), one spectrum per gate
     (the gated penalty is ``Σ_j ‖Z_j‖_*``). The number of non-zero values of ``Z_j`` is the number of heads of the
-    equivalent non-convex network for that gate (SVD recovery, digest §2.2).
+    equivalent non-convex network for that gate (SVD recovery, derived here).
     """
     z = _array(z, "z")
     if z.ndim not in (2, 3):
@@ -168,7 +168,7 @@ def _sample_and_gates(x_i: ArrayLike, gates: ArrayLike) -> tuple[np.ndarray, np.
 def token_masks(x_i: ArrayLike, gates: ArrayLike) -> np.ndarray:
     """Token-pair masks ``M_j[t, t'] = 1{x_tᵀ U_j x_t' ≥ 0}`` of one sample, (m, s, s) bool.
 
-    The arrangement patterns of Theorem 3.3 for fixed gates (the gated head, digest §2.4): query token ``t``
+    The arrangement patterns of Theorem 3.3 for fixed gates (the gated head): query token ``t``
     attends to key ``t'`` under gate ``j`` iff their latent similarity ``x_tᵀ U_j x_t'`` is non-negative. ``x_i``
     is (s, d); ``gates`` is (m, d, d) (e.g. a fitted head's ``gates_``) or one (d, d) gate (then m = 1). Computed by
     :func:`attnduality.convex.operators.attention.attention_masks`, the function the operators use.
@@ -260,7 +260,7 @@ def mask_clustering_score(
 ) -> MaskClustering:
     """A quantitative check of "self-attention implicitly clusters the tokens by their latent similarity".
 
-    The claim (abstract; mechanism in Theorem 3.3, digest §2.3, §6) rests on the masks
+    The claim (abstract; mechanism in Theorem 3.3) rests on the masks
     ``M_j[t, t'] = 1{x_tᵀ U_j x_t' ≥ 0}`` (:func:`token_masks`). Comparing the latent similarity inside and outside
     the mask is vacuous (it is ≥ 0 inside and < 0 outside by definition), so this function asks instead whether a
     mask is a *clustering*, i.e. a co-membership relation "``t`` and ``t'`` are in the same cluster":
@@ -432,7 +432,7 @@ def plot_token_masks(
     max_gates: int = 8,
     dpi: int = 120,
 ) -> Figure:
-    """The token-pair masks of one sample (Theorem 3.3 / gated head; digest §6 "suggested visuals").
+    """The token-pair masks of one sample (Theorem 3.3 / gated head; the paper's figure is not public).
 
     Top row: the s×s mask ``1{x_tᵀ U_j x_t' ≥ 0}`` of each gate (query ``t`` on rows, key ``t'`` on columns; the
     query row outlined). Bottom row: the query token's mask row reshaped onto the (h, w) patch grid (row-major

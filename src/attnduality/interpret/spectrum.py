@@ -1,8 +1,8 @@
-"""Singular-value decay of attention operators (Chen et al., NeurIPS 2023, Figure 2; digest §4).
+"""Singular-value decay of attention operators (Chen et al., NeurIPS 2023, Figure 2).
 
 For every attention layer of a model, take the N×N operator it applies to a batch: the row-stochastic softmax matrix
 for canonical attention and, for Primal-Attention, the implied asymmetric kernel ``K = φ_q(X) φ_k(X)ᵀ`` whose KSVD the
-layer represents (the library's reading of the figure, digest §4 [INFERRED]; any layer with an
+layer represents (the library's reading of the figure; any layer with an
 ``attention_matrix(x, key_padding_mask)`` method works). Per sample and head, the curve is the normalised cumulative
 sum of singular values ``c_k = Σ_{i≤k} σ_i / Σ_i σ_i`` (k = 0 … N−1); a sharper decay (``c_k`` reaching 1 earlier)
 means a lower effective rank.

@@ -1,4 +1,4 @@
-"""Token sparsity of the convex attention programs (Ergen, Neyshabur & Mehta 2022; digest §3).
+"""Token sparsity of the convex attention programs (Ergen, Neyshabur & Mehta 2022, abstract and App. A.4).
 
 The abstract's "implicit regularization mechanism, which promotes sparsity across tokens": in eq. (9)/(12) weight
 decay becomes a group ℓ1 penalty over token rows of ``Z``, so only a few tokens are used, each by one head with a

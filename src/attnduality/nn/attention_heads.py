@@ -69,8 +69,9 @@ class LinearAttentionHead(_WeightDecay):
 class GatedAttentionHead(_WeightDecay):
     """``f(X) = mean_t Σ_j Σ_h (M_j ⊙ scale · X W1_{jh} Xᵀ) X W2_{jh}`` with ``M_j = 1{X U_j Xᵀ ≥ 0}``.
 
-    Gated-ReLU attention (digest §2.4): ``gates`` (m, d, d) are fixed buffers, ``w1`` (m, h, d, d) and ``w2``
-    (m, h, d, c) the heads of each gate (zero heads are allowed and contribute nothing).
+    Gated-ReLU attention (gated analogue of Sahiner et al. 2022, Thm 3.3, derived here): ``gates`` (m, d, d) are
+    fixed buffers, ``w1`` (m, h, d, d) and ``w2`` (m, h, d, c) the heads of each gate (zero heads are allowed and
+    contribute nothing).
     """
 
     def __init__(self, gates: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, scale: float = 1.0) -> None:

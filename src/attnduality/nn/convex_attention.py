@@ -9,13 +9,13 @@ The paper replaces the data-dependent matrix ``softmax(X W_Q W_Kᵀ Xᵀ)`` by a
 * The non-convex twins of the convex programs of :mod:`attnduality.convex.estimators.token_lasso`, each with a
   ``weight_decay()`` so that ``loss + β · weight_decay()`` is the paper's regularised objective:
   :class:`AttentionOnlyNet` (eq. (8), (11); the "attention-only" model), :class:`AttentionGatedFCNet` (attention
-  followed by an FC layer with gated ReLU, §3.4; its equations were not available, digest §1.7: derived) and
+  followed by an FC layer with gated ReLU, §3.4; its equations are not public, so the model is derived here) and
   :class:`SequenceAttentionNet` (sequence outputs, App. A.7 eq. (30)).
-* Builders of the paper's three architectures from the layer (Fig. 1, digest §1.7): :func:`attention_only_model`,
+* Builders of the paper's three architectures from the layer (Fig. 1): :func:`attention_only_model`,
   :func:`attention_fc_model` (attention + FC with gated ReLU) and :func:`stacked_model` (a stack of such blocks). As in
   the paper there are no skip connections and no LayerNorm by default (both can be switched on).
 
-Simplex parametrisations (digest §6.2): ``"softmax"`` (row-wise softmax of free logits: always on the simplex, never
+Simplex parametrisations: ``"softmax"`` (row-wise softmax of free logits: always on the simplex, never
 exactly sparse) or ``"simplex"`` (the weights themselves; :meth:`project_` puts them back on the simplex after an
 optimiser step, by the sort-based Euclidean projection of Duchi et al. 2008, and reaches exact zeros; the recovered
 twins use it because their attention rows are one-hot).
@@ -358,7 +358,7 @@ class AttentionOnlyNet(nn.Module):
     """``f(X) = Σ_j (w_jᵀ X v_j) b_jᵀ`` with attention rows ``w_j ∈ Δ_n`` (eq. (8); (11) for c > 1).
 
     ``rows`` (h, n), ``v`` (h, d), ``b`` (h, c). :meth:`weight_decay` is ``½ Σ_j (‖v_j‖² + ‖b_j‖²)`` with
-    ``output_norm="l2"`` (the twin of the per-token nuclear norm, derived in digest §1.5) or
+    ``output_norm="l2"`` (the twin of the per-token nuclear norm, derived here) or
     ``½ Σ_j (‖v_j‖² + ‖b_j‖_1²)`` with ``"l1"`` (eq. (11), the twin of (12)); both are eq. (8) when c = 1.
     """
 
@@ -418,11 +418,11 @@ class AttentionOnlyNet(nn.Module):
 
 
 class AttentionGatedFCNet(AttentionOnlyNet):
-    """Attention followed by an FC layer with gated ReLU (§3.4; reconstructed, digest §1.7: derived):
+    """Attention followed by an FC layer with gated ReLU (§3.4; reconstructed here, its equations not being public):
     ``f(X) = Σ_j 1{a_jᵀ g_j ≥ 0} (a_jᵀ u_j) α_jᵀ`` with the pooled token ``a_j = Xᵀ w_j``, ``w_j ∈ Δ_n``, and a
     fixed gate ``g_j`` (buffer ``gates`` (h, d)). ``v`` holds ``u`` and ``b`` holds ``α``; weight decay as for
     :class:`AttentionOnlyNet`. The convex program equals this model at one-hot rows (which recovery produces) and
-    lower-bounds the relaxation that gates each token before pooling (digest §1.7)."""
+    lower-bounds the relaxation that gates each token before pooling."""
 
     def __init__(
         self,

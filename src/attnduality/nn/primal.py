@@ -1,4 +1,4 @@
-"""Primal-Attention (Chen, Tao, Tonin & Suykens, NeurIPS 2023) and its KSVD regulariser (digest §1.3–§1.4).
+"""Primal-Attention (Chen, Tao, Tonin & Suykens, NeurIPS 2023) and its KSVD regulariser, as in the official code.
 
 Self-attention is the dual of an asymmetric kernel SVD (KSVD) of ``K = φ_q(X) φ_k(X)ᵀ``; Primal-Attention computes
 the primal scores instead, never forming an N×N matrix. Per head ``h`` (head dim ``d_h = D/H``, rank ``s``):
@@ -113,7 +113,7 @@ class PrimalScores:
 
 
 class PrimalAttention(nn.Module):
-    """Primal-Attention layer (Chen et al. 2023, §3–4; digest §1.3), batch first: (B, N, D) → (B, N, D).
+    """Primal-Attention layer (Chen et al. 2023, §3–4, as in the official code), batch first: (B, N, D) → (B, N, D).
 
     Args:
         embed_dim: ``D``; must be divisible by ``num_heads``.
@@ -317,13 +317,13 @@ class PrimalAttention(nn.Module):
     def attention_matrix(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The implied asymmetric kernel ``K = φ_q(X) φ_k(X)ᵀ`` (B, H, N, N) whose KSVD the layer represents.
 
-        ``κ(x_i, x_j) = ⟨φ_q(x_i), φ_k(x_j)⟩`` (digest §1.1–§1.2); rows and columns of padding tokens are zero.
+        ``κ(x_i, x_j) = ⟨φ_q(x_i), φ_k(x_j)⟩`` (Chen et al. 2023, Fig. 1); rows and columns of padding tokens are zero.
         """
         phi_q, phi_k = self.feature_maps(x, key_padding_mask)
         return phi_q @ phi_k.transpose(-2, -1)
 
     def ksvd_objective(self, per_sample: bool = False, trace: str = "params") -> torch.Tensor:
-        """The KSVD objective ``J`` of the last forward pass, with the official code's scaling (digest §1.4).
+        """The KSVD objective ``J`` of the last forward pass, with the official code's scaling (means, not sums).
 
         ``J = ½ mean_{h,i} ‖Λ_h e_{h,i}‖² + ½ mean_{h,i} ‖Λ_h r_{h,i}‖² − Tr(mean_h W_{e,h}ᵀ W_{r,h})``; means run over
         heads and non-padding tokens (``per_sample=True``: per sequence, shape (B,), as the official TS/RL/NLP code;
@@ -369,7 +369,7 @@ def ksvd_loss(
 ) -> torch.Tensor:
     """KSVD regulariser ``(1/L) Σ_l J_l²`` over every primal layer of ``model``, from its last forward pass.
 
-    Add ``η · ksvd_loss(model)`` to the task loss (digest §1.4; the official code divides by the number of primal
+    Add ``η · ksvd_loss(model)`` to the task loss (Chen et al. 2023; the official code divides by the number of primal
     layers ``L``). ``per_sample=True`` squares ``J`` per sequence (official TS/RL/NLP) and ``reduction="mean"``
     averages over the batch (``"none"``: the (B,) vector, to add to per-sample losses); ``per_sample=False`` squares
     one ``J`` per batch (official LRA/CV). ``trace`` as in :meth:`PrimalAttention.ksvd_objective`.

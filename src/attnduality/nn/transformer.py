@@ -1,4 +1,4 @@
-"""Transformer encoders and sequence classifiers with attention chosen by name (digest §1.5, §3.1–§3.2).
+"""Transformer encoders and sequence classifiers with attention chosen by name (Chen et al. 2023).
 
 * :class:`EncoderBlock`: attention + feed-forward with residuals, pre-LN (``norm_first=True``, the official LRA
   code) or post-LN (the official UEA time-series code); the attention is any name of
@@ -347,7 +347,7 @@ class TransformerClassifier(nn.Module):
 
 
 class PrimalFormer(TransformerClassifier):
-    """PrimalFormer: a :class:`TransformerClassifier` whose every layer is Primal-Attention (digest §1.5).
+    """PrimalFormer: a :class:`TransformerClassifier` whose every layer is Primal-Attention (Chen et al. 2023).
 
     ``rank`` (s) and ``rank_multi`` go to each :class:`~attnduality.nn.primal.PrimalAttention`; other keywords as
     :class:`TransformerClassifier`. Official settings: UEA 2 layers, D = 512, 8 heads, post-LN, flatten pooling,
@@ -379,7 +379,7 @@ class PrimalFormer(TransformerClassifier):
 class PrimalTransformer(TransformerClassifier):
     """ "Primal.+Trans.": softmax layers with the last ``num_primal_layers`` replaced by Primal-Attention.
 
-    Only those layers carry the KSVD loss (digest §1.5; the official UEA/LRA models use 2 layers, the last primal).
+    Only those layers carry the KSVD loss (as in the official code, whose UEA/LRA models use 2 layers, the last primal).
     ``softmax_kwargs`` go to the softmax layers; other keywords as :class:`PrimalFormer`.
     """
 

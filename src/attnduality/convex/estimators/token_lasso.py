@@ -9,10 +9,10 @@ operators of :mod:`attnduality.convex.operators.token`:
   output weight decay ``‖b_j‖_1²``, for any loss on the output vector (the paper's Theorem 2 writes the loss as a sum
   over outputs, which is where its separability assumption enters).
 * ``kind="attention"``, ``penalty="nuclear"``: per-token nuclear norm ``Σ_k ‖Z_k‖_*`` — the exact convex form of
-  (11) with ``‖b_j‖_2²`` output decay, the joint multi-class variant (digest §1.5; derived, not in the paper).
+  (11) with ``‖b_j‖_2²`` output decay, the joint multi-class variant (derived here, not in the paper).
   Identical to ``"group"`` when c = 1.
-* ``kind="gated_fc"``: attention followed by an FC layer with gated ReLU (§3.4, whose equations were not available;
-  the reconstruction of digest §1.7: derived) with sampled gates ``g_p`` and masks ``1{x_ikᵀ g_p ≥ 0}``; groups per
+* ``kind="gated_fc"``: attention followed by an FC layer with gated ReLU (§3.4, whose equations are not public;
+  reconstructed here) with sampled gates ``g_p`` and masks ``1{x_ikᵀ g_p ≥ 0}``; groups per
   (token, gate[, output]); exact for the model restricted to the gates kept (``gates_``).
 * ``kind="sequence"`` (regressor only): sequence outputs ``Y_i`` (n, c) (App. A.7, eq. (33)), made exact by the
   equal-row-sum constraint the printed program lacks (derived; :class:`~attnduality.convex.operators.token.
@@ -370,7 +370,7 @@ _PARAMS_DOC = """
         (App. A.7, corrected; regressor only). See :mod:`attnduality.convex.estimators.token_lasso`.
     penalty : {"group", "nuclear"}, default="group"
         ``"group"``: one group per token and output (eq. (9)/(12); output decay ``‖b_j‖_1²``); ``"nuclear"``: the
-        nuclear norm of each token's (d, c) block (digest §1.5, derived; output decay ``‖b_j‖_2²``). Same program
+        nuclear norm of each token's (d, c) block (derived here; output decay ``‖b_j‖_2²``). Same program
         when c = 1.
     n_heads : int, default=None
         Width h of the non-convex network to compare with. ``None``: as many heads as the solution needs
@@ -454,7 +454,7 @@ class TokenLassoRegressor(RegressorTask, _TokenLasso):
 
 class TokenLassoClassifier(ClassifierTask, _TokenLasso):
     """Convex attention (token group lasso) for classification: cross-entropy, logistic or squared loss (Ergen et al.
-    2022, eq. (9), (12); ``penalty="nuclear"`` is the joint multi-class variant of digest §1.5, derived)."""
+    2022, eq. (9), (12); ``penalty="nuclear"`` is the joint multi-class variant, derived here)."""
 
     __doc__ = (__doc__ or "") + _PARAMS_DOC
     _sequence_ok = False

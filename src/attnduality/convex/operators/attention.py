@@ -1,22 +1,22 @@
 """Convex self-attention heads with global average pooling (GAP) over tokens inside the loss.
 
-Sahiner et al. (2022), Theorem 3.1 (linear attention) and the gated-ReLU analogue of Theorem 3.3 (§2.4 of the
-digest). Inputs ``X`` are (N, s, d); a head maps ``X_i`` to an (s, c) output whose token mean is the logit vector, so
-every operator here returns (N, c).
+Sahiner et al. (2022), Theorem 3.1 (linear attention) and the gated-ReLU analogue of Theorem 3.3 (derived
+here: fixed gates, plain nuclear norms). Inputs ``X`` are (N, s, d); a head maps ``X_i`` to an (s, c) output whose
+token mean is the logit vector, so every operator here returns (N, c).
 
-Index convention (digest §9.5). The lifted variable of one pattern is the (d², d·c) matrix
+Index convention (fixed here; it gives Thm 3.1's blocks). The lifted variable of one pattern is the (d², d·c) matrix
 ``Z = Σ_h vec_F(W1_h) vec_F(W2_hᵀ)ᵀ`` for merged weights ``W1 = QKᵀ`` (d, d) and ``W2 = VW`` (d, c); its block
 ``Z^{(k,l)} = Z[k*d:(k+1)*d, l*c:(l+1)*c] = Σ_h W1_h[:, k] W2_h[l, :]``, i.e. with ``Z4 = Z.reshape(d, d, d, c)``
 the entry ``Z4[k, a, l, b] = Σ_h W1_h[a, k] W2_h[l, b]``. Equivalently, ``Z.reshape(d³, c)`` has row ``(k, a, l)``.
 
-GAP contraction (digest §9.3). With ``P_j = M_jᵀ X`` (s, d),
+GAP contraction (derived here). With ``P_j = M_jᵀ X`` (s, d),
 ``mean_t [Σ_{k,l} diag(g_j[:, k, l]) X Z_j^{(k,l)}] = φ_j · Z_j.reshape(d³, c)`` where
 ``φ_j[k, a, l] = (1/s) Σ_t X[t, k] P_j[t, a] X[t, l]``. For linear attention (``M = 1``) this is
 ``φ[k, a, l] = G[k, l] · mean_t X[t, a]`` with ``G = XᵀX``. So both operators are one GEMM of per-sample features
 (never ``X ⊗ X``) with ``Z`` reshaped; the features cost ``O(s·d³)`` (gated) per sample and pattern, are cached when
 small and otherwise recomputed chunk by chunk.
 
-Scale (digest §9.6). The data are used as given: nothing is rescaled silently. The optional ``scale`` multiplies the
+Scale. The data are used as given: nothing is rescaled silently. The optional ``scale`` multiplies the
 attention scores, ``scale · X W1 Xᵀ`` (e.g. ``1/s`` for a mean-normalised Gram matrix, or the paper's ``1/√d``); it
 is recorded on the operator and must be passed to the non-convex twin. Rescaling the model by ``scale`` is equivalent
 to rescaling β; objectives are always computed on the data as given.
@@ -39,7 +39,7 @@ __all__ = [
 def sample_attention_gates(
     n_features: int, n_gates: int, seed: int, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
-    """``n_gates`` i.i.d. standard Gaussian gate matrices ``U_j`` (m, d, d) (digest §9.8)."""
+    """``n_gates`` i.i.d. standard Gaussian gate matrices ``U_j`` (m, d, d)."""
     if n_gates < 1:
         raise ValueError(f"n_gates must be >= 1, got {n_gates}")
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -89,7 +89,7 @@ class LinearAttentionOperator(FeatureOperator):
 
 
 class GatedAttentionOperator(FeatureOperator):
-    """Gated-ReLU self-attention with GAP (gated analogue of Sahiner et al. Thm 3.3; digest §2.4).
+    """Gated-ReLU self-attention with GAP (gated analogue of Sahiner et al. Thm 3.3, derived here).
 
     ``A(Z)_i = mean_t Σ_j Σ_{k,l} diag(g_{ij}[:, k, l]) X_i Z_j^{(k,l)}`` with
     ``g_{ij}[t, k, l] = scale · Σ_t' M_{ij}[t, t'] X_i[t', k] X_i[t', l]`` and masks

@@ -3,7 +3,7 @@
 Sahiner et al. (2022), Lemma 4.3/4.6, Theorems 4.4 and 4.7 (linear) and the gated-ReLU analogues of Theorems 4.5
 and 4.8. Tokens lie on a grid (``grid``, row-major, ``prod(grid) = s``; default 1-D ``(s,)``, the paper uses 14×14).
 
-Circulant convention (digest §4.1, §9.10): ``circ(X)[t, δ*d + k] = X[t − δ (mod grid), k]`` (s, s·d), so that the
+Circulant convention (Lemma 4.3): ``circ(X)[t, δ*d + k] = X[t − δ (mod grid), k]`` (s, s·d), so that the
 FNO token mixing ``F^{-1}[(FX)_fᵀ V^{(f)}]`` with kernel ``L`` followed by ``W1`` equals ``circ(X) w1_j`` with
 ``w1_j[δ*d:(δ+1)*d] = L[δ] W1[:, j]`` (Lemma 4.3). Convolutions are computed with FFTs over the grid axes; ``circ``
 is never materialised by the operators (:func:`circulant` builds it for small problems and tests).
@@ -13,7 +13,7 @@ B-FNO with ``B`` groups: feature group ``X^{(b)} = X[:, b*d_b:(b+1)*d_b]`` (``d_
 gates ``U`` (B, m, s, d_b) with ``u[δ*d_b + k] = U[δ, k]``), penalised by ``Σ ‖Z_{b(,j)}‖_*``
 (:class:`~attnduality.convex.penalties.BlockNuclearNorm`). Plain FNO is ``B = 1``.
 
-GAP collapse (digest §9.4): the linear (B-)FNO logits are ``x̄_bᵀ Σ_δ Z_b[δ]``, a (grouped) linear model on the mean
+GAP collapse (derived here): the linear (B-)FNO logits are ``x̄_bᵀ Σ_δ Z_b[δ]``, a (grouped) linear model on the mean
 token; the gated masks ``D_{bj} = 1{circ(X^{(b)}) u_{bj} ≥ 0}`` break the collapse.
 """
 

@@ -4,14 +4,14 @@ Sahiner et al. (2022), Theorem 4.1 (linear, eq. (18)–(19)) and the gated-ReLU 
 The non-convex head is ``f(X) = Σ_h σ(W1_h X) W2_h`` with ``W1`` (s, s) mixing tokens and ``W2`` (d, c) mixing
 channels; the logits are its token mean.
 
-Index convention (digest §9.5): ``Z = Σ_h vec_F(W1_h) vec_F(W2_h)ᵀ`` (s², d·c), so with
+Index convention (Thm 4.1's blocks, vec order fixed here): ``Z = Σ_h vec_F(W1_h) vec_F(W2_h)ᵀ`` (s², d·c), so with
 ``Z4 = Z.reshape(s, s, c, d)`` the entry ``Z4[t, r, p, k] = Σ_h W1_h[r, t] W2_h[k, p]``; the block of eq. (19) is
 ``Z̃^{(t,k)} = Z[t*s:(t+1)*s, k::d]`` (s, c) and the per-token output is ``Y[r, p] = Σ_{t,k} X[t,k] Z4[t,r,p,k]``.
 
 Gated masks: ``M_j = 1{U_j X ≥ 0}`` (s, d) for gates ``U_j`` (s, s), from ``(Xᵀ ⊗ I_s) vec_F(U) = vec_F(U X)``; the
 gated output is ``Y[r, p] = Σ_j Σ_{t,k} M_j[r,k] X[t,k] Z4_j[t,r,p,k]``.
 
-GAP collapse (digest §9.4): for the linear Mixer only the sums ``Σ_r Z4[t, r, p, k]`` (the column sums of the
+GAP collapse (derived here): for the linear Mixer only the sums ``Σ_r Z4[t, r, p, k]`` (the column sums of the
 blocks ``Z̃^{(t,k)}``) reach the logits; the gates break this.
 """
 

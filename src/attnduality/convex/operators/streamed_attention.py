@@ -1,9 +1,10 @@
 """The gated self-attention operator on streamed token features, for paper-scale problems.
 
 Same operator as :class:`~attnduality.convex.operators.attention.GatedAttentionOperator` (Sahiner et al., gated
-analogue of Thm 3.3, digest §2.4), ``A(Z)_i = Σ_j φ_ij · Z_j``, with the per-sample features
-``φ_ij[(k, a), l] = (scale/s) Σ_u X[u, k] P_j[u, a] X[u, l]`` and ``P_j = M_jᵀ X`` (digest §9.3), but the samples come
-chunk by chunk from a :class:`~attnduality.convex.streaming.TokenSource` and nothing of size ``N·d³`` is ever formed.
+analogue of Thm 3.3, derived here), ``A(Z)_i = Σ_j φ_ij · Z_j``, with the per-sample features
+``φ_ij[(k, a), l] = (scale/s) Σ_u X[u, k] P_j[u, a] X[u, l]`` and ``P_j = M_jᵀ X`` (as in :mod:`.attention`), but the
+samples come chunk by chunk from a :class:`~attnduality.convex.streaming.TokenSource` and nothing of size ``N·d³`` is
+ever formed.
 It offers the three products a subspace solver needs:
 
 * :meth:`subspace_features`: for an orthonormal left basis ``Q_j`` (d², k) of each block, the reduced features

@@ -4,10 +4,11 @@ Inputs are token arrays ``X`` (N, n, d). Every program reads ``min_Z (1/N) Σ_i 
 
 * :class:`TokenOperator` — attention-only heads, eq. (9) (c = 1) and (12) (c outputs): ``A(Z)_i = Σ_k x_ikᵀ Z_k``,
   ``Z`` (n, d, c). With ``GroupL2(axes=(1,))`` (one group per token and output) it is (9)/(12); with
-  ``BlockNuclearNorm()`` (one d×c block per token) it is the per-token nuclear norm of digest §1.5 (derived, not in
-  the paper).
-* :class:`GatedTokenOperator` — attention + FC layer with gated ReLU (§3.4; the equations were not available, this is
-  the reconstruction of digest §1.7: derived): ``A(Z)_i = Σ_k Σ_p D_ikp x_ikᵀ Z_kp``, ``D_ikp = 1{x_ikᵀ g_p ≥ 0}``,
+  ``BlockNuclearNorm()`` (one d×c block per token) it is the per-token nuclear norm (derived here with
+  ``‖b_j‖_2²`` output decay, not in the paper).
+* :class:`GatedTokenOperator` — attention + FC layer with gated ReLU (§3.4; its equations are not public, so this is
+  the standard gated-ReLU convexification per token, derived here):
+  ``A(Z)_i = Σ_k Σ_p D_ikp x_ikᵀ Z_kp``, ``D_ikp = 1{x_ikᵀ g_p ≥ 0}``,
   ``Z`` (n, P, d, c); groups per (token, gate[, output]).
 * :class:`SequenceOperator` with :class:`RowStochasticCone` — sequence outputs (App. A.7, eq. (33), corrected):
   ``A(C)_i[r, l] = Σ_q Σ_k (C⁺_ql − C⁻_ql)[r, k] X_i[k, q]`` with ``C`` (2, d, c, n, n) ≥ 0. The printed (33)

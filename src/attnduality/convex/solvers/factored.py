@@ -7,7 +7,7 @@ For ``min_Z f(A(Z)) + β Σ_j ‖Z_j‖_*`` (:class:`~attnduality.convex.penalti
     φ(U, V) = f(A(U Vᵀ)) + (β/2)(‖U‖_F² + ‖V‖_F²)
 
 is minimised by L-BFGS. Since ``‖Z‖_* = min_{UVᵀ=Z} ½(‖U‖² + ‖V‖²)``, ``min φ`` is the convex optimum whenever
-``r ≥ rank(Z*)`` (Sahiner et al.'s Burer–Monteiro follow-up, digest §8; Burer & Monteiro 2003; Bach et al. 2008).
+``r ≥ rank(Z*)`` (Sahiner et al.'s Burer–Monteiro follow-up, ICLR 2024; Burer & Monteiro 2003; Bach et al. 2008).
 
 Optimiser: L-BFGS (10 pairs) with a column-scaled initial metric. The unit quasi-Newton step is tried first (one
 forward; accepted under Armijo + weak Wolfe, which keeps ``sᵀy > 0``), so a typical iteration costs one forward and
