@@ -1,14 +1,14 @@
 """Gated self-attention head at the paper's size, solved to a certified relative duality gap, on 2 cores.
 
-Sahiner et al. §5 sizes: N = 50,000 samples, s = 196 tokens, d = 100 features, c = 100 classes, m = 5 gates (each
-lifted block is 10⁴ × 10⁴). Features are synthetic (allowed by issue 3) and live in a memory-mapped float32 ``.npy``
-file (3.9 GB) streamed chunk by chunk: tokens are ``x = (A z + 0.5 ε)/√d`` with a 20-dimensional latent ``z`` per
-token; labels come from a planted gated-attention teacher with the same gates (two heads per gate) plus Gumbel noise.
-The solver is :class:`~attnduality.convex.solvers.subspace.SubspaceSolver` (cross-entropy, float32) with
-β = ``--beta-frac`` × β_max, β_max estimated on the first ``--direction-samples`` samples, warm-started on the
-problems over the first ``--warm-samples`` samples (default 1,000 then 10,000). Reported: wall time, peak
-resident memory (``ru_maxrss``, includes mapped file pages the process touched), the full-problem certificates
-and the objective curve (``benchmarks/out/paper_scale.png``).
+Sahiner et al. §5 sizes: N = 50,000 samples, s = 196 tokens, d = 100 features, c = 100 classes, m = 5 gates (each lifted
+block is 10⁴ × 10⁴). Features are synthetic (the paper's are not available offline) and live in a memory-mapped float32
+``.npy`` file (3.9 GB) streamed chunk by chunk: tokens are ``x = (A z + 0.5 ε)/√d`` with a 20-dimensional latent ``z``
+per token; labels come from a planted gated-attention teacher with the same gates (two heads per gate) plus Gumbel
+noise. The solver is :class:`~attnduality.convex.solvers.subspace.SubspaceSolver` (cross-entropy, float32) with β =
+``--beta-frac`` × β_max, β_max estimated on the first ``--direction-samples`` samples, warm-started on the problems over
+the first ``--warm-samples`` samples (default 1,000 then 10,000). Reported: wall time, peak resident memory
+(``ru_maxrss``, includes mapped file pages the process touched), the full-problem certificates and the objective curve
+(``benchmarks/out/paper_scale.png``).
 
     python benchmarks/bench_paper_scale.py [--quick] [--n N] [--threads 2] [--seed 0]
 """

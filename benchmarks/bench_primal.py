@@ -1,4 +1,4 @@
-"""Primal-Attention vs softmax attention: forward+backward time and peak memory over the sequence length (issue 5).
+"""Primal-Attention vs softmax attention: forward+backward time and peak memory over the sequence length.
 
 B = 1, embed 512, 8 heads, N = 64 … 16384 (``--quick``: up to 2048), float32. Implementations, each measured in its
 own Python process (so peak memory is that implementation's alone):

@@ -1,4 +1,4 @@
-"""Data-parallel training and sharded FISTA (issue 4): 2 processes on loopback (gloo, float64) reproduce 1 process.
+"""Data-parallel training and sharded FISTA: 2 processes on loopback (gloo, float64) reproduce 1 process.
 
 One ``launch`` starts both processes once and runs every distributed case (process start-up dominates the cost);
 the single-process references are computed here: an independent plain training loop on the same global batches,

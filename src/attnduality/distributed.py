@@ -1,4 +1,4 @@
-"""Data-parallel training and sharded convex solves under ``torchrun`` (issue 4, "Scale-out").
+"""Data-parallel training and sharded convex solves under ``torchrun``.
 
 Run a script (or the demo below) with ``torchrun --nproc_per_node P --master_addr 127.0.0.1 --master_port PORT``;
 :func:`init_distributed` reads the environment torchrun sets (gloo on CPU, NCCL when CUDA is available) and is a no-op

@@ -1,4 +1,6 @@
-"""Non-convex twins of the convex attention-style heads (Sahiner et al. eq. (11)–(12), (17), (24), (29)).
+"""Non-convex twins of Sahiner et al.'s convex heads: self-attention, MLP-Mixer and (B-)FNO, linear, gated and ReLU.
+
+The equations are Sahiner et al. (2022) eq. (11)–(12) (attention), (17) (Mixer), (24) and (29) ((B-)FNO).
 
 Every head maps ``X`` (N, s, d) to logits (N, c), the token mean (GAP) of an (s, c) output, and has weight decay
 ``weight_decay() = ½ Σ (‖W1‖_F² + ‖W2‖_F²)`` on merged weights:

@@ -1,4 +1,6 @@
-"""The convex alternative to self-attention of Ergen, Neyshabur & Mehta (2022) and the paper's models.
+"""ConvexAttention (a non-convex layer), the models built from it, and the non-convex twins of the token lasso.
+
+The "convex alternative to self-attention" of Ergen, Neyshabur & Mehta (2022) and the paper's models.
 
 The paper replaces the data-dependent matrix ``softmax(X W_Q W_Kᵀ Xᵀ)`` by a trainable row-stochastic matrix
 ``W ∈ Δ`` shared by all samples (§3.1, eq. (4)); ``W_Q``, ``W_K`` and their weight decay disappear. Here:

@@ -1,4 +1,7 @@
-"""Non-convex PyTorch twins of the convex heads, trained with weight decay ``(β/2) Σ ‖θ‖²``."""
+"""Non-convex twins of the convex MLP heads: :class:`ReLUMLP` and :class:`GatedReLUMLP` (two layers).
+
+Trained with weight decay ``(β/2) Σ ‖θ‖²``; the attention-, Mixer- and FNO-style twins are in :mod:`.attention_heads`.
+"""
 
 from __future__ import annotations
 

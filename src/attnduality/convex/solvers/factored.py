@@ -54,9 +54,8 @@ iterations as FISTA: ill-conditioning of ``φ`` from small singular values of ``
 escape), when the optimal rank is a sizeable fraction of ``min(p, q)``, and on tiny problems. ``Z`` and ``A*∇f``
 are still formed as dense (p, q) blocks because the operators take ``Z``; the factors only remove the SVDs.
 
-Future work: streaming / mini-batch operators (``run(..., batches=...)``) so that ``A`` need not hold all samples;
-operators applied to factors directly (``A(UVᵀ)`` without forming ``Z``); per-block ranks (all blocks currently share
-the factor width ``r``, unused columns are zero).
+Limits: the operator holds all samples (no mini-batches); it is applied to ``Z``, not to the factors (``A(UVᵀ)``
+forms ``Z``); all blocks share the factor width ``r`` (unused columns are zero).
 """
 
 from __future__ import annotations
@@ -231,7 +230,7 @@ class FactoredSolver:
     pair counts as a new direction when this fraction of it lies outside the factors' column spaces; None: escape only
     at near-stationary points), ``seed`` (random start vectors).
 
-    Future work: streaming (``run(..., batches=...)``) for operators whose samples do not fit in memory.
+    The operator must hold all samples in memory.
     """
 
     def __init__(

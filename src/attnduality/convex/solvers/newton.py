@@ -27,16 +27,14 @@ Every outer step is certified with the problem's own duality gap (:mod:`attndual
 exactly what they mean for FISTA. A step that finds no decrease (rounding: float32 below a relative gap of about
 1e-5) hands the rest of the solve to FISTA from the best iterate, within the remaining time.
 
-Why this method (BENCHMARKS.md §7). Proximal Newton with a first-order inner solver does not help the squared loss
-(the inner problem is the original one); skglm-style working sets with coordinate descent need column access to the
-operator, which the token heads do not have, and screening removes nothing at the small β where FISTA is slow (most
-blocks are active there); SSNAL needs only ``A``, ``A*`` and the prox Jacobian, which every head and every penalty
-except the cone-constrained group norm supply. Measured: 1 outer step and 2.4 s for the gated MLP at 3e-4·β_max
-(FISTA 6,610 iterations, 17.4 s), 5 steps and 17 s for the quickstart program (FISTA 4,570 iterations, 55 s),
-0.7–1.6× FISTA's speed on the small token heads of §5. The cost is in the conjugate-gradient products (a few
-thousand in all): the explicit Newton matrix is too large for multi-output problems (``(N·c)²``) and no
-operator-independent preconditioner was found, which is why the issue's targets (100× Clarabel, the quickstart in
-2 s) are not reached. Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no
+Why this method (BENCHMARKS.md §7). Proximal Newton with a first-order inner solver does not help the squared loss (the
+inner problem is the original one); skglm-style working sets with coordinate descent need column access to the operator,
+which the token heads do not have, and screening removes nothing at the small β where FISTA is slow (most blocks are
+active there); SSNAL needs only ``A``, ``A*`` and the prox Jacobian, which every head and every penalty except the
+cone-constrained group norm supply. It needs a few outer steps where FISTA needs thousands of iterations (small β) and
+is about as fast as FISTA where FISTA certifies early. The cost is in the conjugate-gradient products (a few thousand in
+all): the explicit Newton matrix is too large for multi-output problems (``(N·c)²``) and no operator-independent
+preconditioner is known. Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no
 cheap Jacobian) and the streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per
 full data pass are out of budget there) keep FISTA and the subspace solver.
 """

@@ -1,13 +1,12 @@
 """Choosing a solver by name: the estimators' ``solver=`` parameter.
 
 ``"auto"`` is :class:`AutoSolver`: FISTA for its first ``switch_iter`` iterations, then, if the problem is not yet
-certified and the penalty has a prox Jacobian, :class:`~attnduality.convex.solvers.newton.SemismoothNewton`
-warm-started from FISTA's best point. The rule is measured (BENCHMARKS.md §7). Where FISTA certifies within a few
-hundred iterations (large β, the small token heads of §5) it is within ±40% of Newton, because one Newton step
-already costs hundreds of operator products. Where it needs thousands (small β: the gated MLP at 3e-4·β_max, the
-quickstart program) Newton is 3.6–7× faster. ``switch_iter = 300`` bounds what ``"auto"`` loses against the better
-of the two at about 300 FISTA iterations. The cone-constrained ReLU program has no prox Jacobian and stays with
-FISTA.
+certified and the penalty has a prox Jacobian, :class:`~attnduality.convex.solvers.newton.SemismoothNewton` warm-started
+from FISTA's best point. The rule is measured (BENCHMARKS.md §7). Where FISTA certifies within a few hundred iterations
+(large β, small token heads) it is about as fast as Newton, because one Newton step already costs hundreds of operator
+products. Where it needs thousands (small β) Newton is several times faster. ``switch_iter = 300`` bounds what
+``"auto"`` loses against the better of the two at about 300 FISTA iterations. The cone-constrained ReLU program has no
+prox Jacobian and stays with FISTA.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The thread policy of every solve: one torch thread for problems too small to gain from more.
 
-Below ``_ONE_THREAD_BELOW`` floating-point operations per operator application, a solve runs on one torch thread.
-Measured on this 2-core machine for the gated MLP operator (forward + adjoint, float64): on a quiet machine two
-threads are 1.1–1.6× faster from 2·10⁷ to 2.5·10⁸ flops; with another process holding one core they are 1.3–3.4×
-*slower* at every size up to 2.5·10⁸ (BENCHMARKS.md §7). The caller's setting is restored when the solve returns.
+Below ``_ONE_THREAD_BELOW`` floating-point operations per operator application, a solve runs on one torch thread. On the
+gated MLP operator (forward + adjoint, float64) two threads gain little below that size on a quiet machine and are
+*slower* when another process holds a core (measured in BENCHMARKS.md §7). The caller's setting is restored when the
+solve returns.
 """
 
 from __future__ import annotations
