@@ -436,9 +436,9 @@ def train_classifier(
         states = ex.get("rank_rng")
         if states is not None and len(states) == p:
             torch.set_rng_state(states[r])
-    from tqdm.auto import tqdm
+    from .progress import progress as progress_bar
 
-    bar = tqdm(total=total, initial=start, desc=f"train (world {p})", disable=not (progress and r == 0), leave=False)
+    bar = progress_bar(desc=f"train (world {p})", total=total, initial=start, enabled=progress and r == 0)
     t0 = time.perf_counter()
     model.train()
     batches: Iterator[Any] | None = None

@@ -108,7 +108,8 @@ def minilm_token_features(texts: Sequence[str], *, name: str, y: np.ndarray | Se
                             y_arr if y_arr is not None else full.y)
 
     import torch
-    from tqdm.auto import tqdm
+
+    from ..progress import progress as progress_bar
 
     model, tok = load_minilm()
     ids = tok(list(texts), truncation=True, max_length=max_length)["input_ids"]
@@ -118,7 +119,7 @@ def minilm_token_features(texts: Sequence[str], *, name: str, y: np.ndarray | Se
 
     def fill(X: np.ndarray, mask: np.ndarray) -> None:
         batches = range(0, len(order), batch_size)
-        for b in tqdm(batches, desc=f"MiniLM features ({name})", unit="batch", disable=not progress):
+        for b in progress_bar(batches, f"MiniLM features ({name})", unit="batch", enabled=progress):
             idx = np.sort(order[b:b + batch_size])
             enc = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             with torch.inference_mode():

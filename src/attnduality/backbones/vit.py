@@ -163,9 +163,8 @@ def pretrain_vit_mnist(config: PretrainConfig = PretrainConfig(), cache: str | o
                        force: bool = False, progress: bool = True) -> PretrainedViT:
     """Pre-train :class:`SmallViT` on MNIST (``load_mnist``; needs ``python -m attnduality.data.setup mnist``), or
     load the cached checkpoint for the same config. Deterministic in ``config.seed`` for a fixed thread count."""
-    from tqdm.auto import tqdm
-
     from ..data import load_mnist
+    from ..progress import progress as progress_bar
 
     path = _checkpoint(config, cache)
     if path.is_file() and not force:
@@ -181,7 +180,7 @@ def pretrain_vit_mnist(config: PretrainConfig = PretrainConfig(), cache: str | o
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.1)
     x_all, y_all = preprocess(Xtr), torch.from_numpy(ytr)
     t0, losses = time.perf_counter(), []
-    bar = tqdm(total=steps, desc="pre-train ViT on MNIST", unit="step", disable=not progress)
+    bar = progress_bar(desc="pre-train ViT on MNIST", total=steps, unit="step", enabled=progress)
     for _ in range(config.epochs):
         model.train()
         perm = torch.randperm(len(Xtr), generator=gen)
@@ -215,7 +214,7 @@ def vit_token_features(backbone: PretrainedViT, images: np.ndarray, *, name: str
     """Frozen-ViT token features (N, s, dim) of uint8 images (N, 28, 28), optionally channel-pooled to ``pool_dim``,
     cached as a memory-mapped ``.npy`` under ``features/<name>-<hash>`` (hash of the checkpoint config, the images,
     ``pool_dim``). Every token is real, so ``mask`` is all True."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     dim = backbone.config.vit.dim
     if pool_dim is not None and not 1 <= pool_dim <= dim:
@@ -235,8 +234,8 @@ def vit_token_features(backbone: PretrainedViT, images: np.ndarray, *, name: str
     s, d = backbone.config.vit.n_tokens, pool_dim or dim
 
     def fill(X: np.ndarray, mask: np.ndarray) -> None:
-        for i in tqdm(range(0, len(images), batch_size), desc=f"ViT features ({name})", unit="batch",
-                      disable=not progress):
+        for i in progress_bar(range(0, len(images), batch_size), f"ViT features ({name})", unit="batch",
+                              enabled=progress):
             with torch.inference_mode():
                 h = backbone.model.tokens(preprocess(images[i:i + batch_size])).numpy()
             X[i:i + batch_size] = h if pool_dim is None else pool_channels(h, pool_dim)

@@ -44,14 +44,15 @@ class TokenSource(ABC):
     def chunks(
         self, size: int, dtype: torch.dtype = torch.float64, stop: int | None = None, desc: str | None = None
     ) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """``(lo, hi, X[lo:hi])`` over samples ``0:stop`` (all by default); a tqdm bar when ``desc`` is given."""
+        """``(lo, hi, X[lo:hi])`` over samples ``0:stop`` (all by default), with progress
+        (:mod:`attnduality.progress`) when ``desc`` is given."""
         stop = self.n_samples if stop is None else min(int(stop), self.n_samples)
         size = max(1, int(size))
         starts = range(0, stop, size)
         if desc is not None:
-            from tqdm.auto import tqdm
+            from ..progress import progress
 
-            starts = tqdm(starts, desc=desc, unit="chunk", leave=False)
+            starts = progress(starts, desc, unit="chunk")
         for lo in starts:
             hi = min(lo + size, stop)
             yield lo, hi, self.read(lo, hi, dtype)
@@ -134,9 +135,9 @@ def write_tokens(
     out = np.lib.format.open_memmap(Path(path), mode="w+", dtype=dtype, shape=tuple(int(v) for v in shape))
     starts = range(0, n, max(1, int(chunk)))
     if desc is not None:
-        from tqdm.auto import tqdm
+        from ..progress import progress
 
-        starts = tqdm(starts, desc=desc, unit="chunk", leave=False)
+        starts = progress(starts, desc, unit="chunk")
     for lo in starts:
         hi = min(lo + int(chunk), n)
         block = np.asarray(fill(lo, hi))

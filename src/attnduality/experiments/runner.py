@@ -90,7 +90,7 @@ from typing import Any
 
 import numpy as np
 
-from .progress import progress
+from ..progress import progress
 from .threads import resolve_threads, thread_limit
 
 __all__ = [

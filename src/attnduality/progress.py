@@ -1,4 +1,5 @@
-"""Progress of a run's loops: tqdm bars on a terminal, a few plain lines in a log.
+"""Progress of the library's long loops (solves, training, feature extraction): tqdm bars on a terminal, a few
+plain lines in a log.
 
 Captured to a file, carriage-return bars turn into thousands of lines of escapes; :class:`PlainProgress` prints
 one line when a loop starts, about every quarter (or every ``every`` seconds, whichever comes later) and when it
@@ -22,7 +23,7 @@ class PlainProgress:
 
     def __init__(
         self,
-        iterable: Iterable[Any],
+        iterable: Iterable[Any] | None = None,
         desc: str = "",
         *,
         total: int | None = None,
@@ -32,7 +33,7 @@ class PlainProgress:
         **_: Any,
     ) -> None:
         self.iterable, self.desc, self.initial, self.every = iterable, desc, initial, every
-        if total is None:
+        if total is None and iterable is not None:
             try:
                 total = initial + len(iterable)  # type: ignore[arg-type]
             except TypeError:
@@ -41,6 +42,7 @@ class PlainProgress:
         self.postfix = ""
         self.start = time.perf_counter()
         self._last_n, self._last_t = initial, self.start
+        self._started = False
 
     def set_postfix(self, **kwargs: Any) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in kwargs.items())
@@ -52,22 +54,37 @@ class PlainProgress:
         print(f"{self.desc}: {done}, {elapsed:.1f} s{tail}", file=self.stream or sys.stderr, flush=True)
         self._last_n, self._last_t = self.n, time.perf_counter()
 
-    def __iter__(self) -> Iterator[Any]:
-        self._line()
+    def _advance(self, n: int) -> None:
+        if not self._started:
+            self._started = True
+            self._line()
+        self.n += n
         quarter = max(1, (self.total or 4) // 4)
-        for item in self.iterable:
-            yield item
-            self.n += 1
-            if self.n - self._last_n >= quarter and time.perf_counter() - self._last_t >= self.every:
-                self._line()
-        if self.n != self._last_n:
+        if self.n - self._last_n >= quarter and time.perf_counter() - self._last_t >= self.every:
             self._line()
 
+    def __iter__(self) -> Iterator[Any]:
+        if self.iterable is None:
+            raise TypeError("PlainProgress without an iterable: use update() and close()")
+        if not self._started:
+            self._started = True
+            self._line()
+        for item in self.iterable:
+            yield item
+            self._advance(1)
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more items done (for loops that are not driven by the iterable)."""
+        self._advance(n)
+
     def close(self) -> None:
-        """Nothing to clean up (tqdm compatibility)."""
+        """Print the last line, if the count moved since the previous one."""
+        if self._started and self.n != self._last_n:
+            self._line()
 
 
-def progress(iterable: Iterable[Any], desc: str = "", *, enabled: bool = True, **kwargs: Any) -> Any:
+def progress(iterable: Iterable[Any] | None = None, desc: str = "", *, enabled: bool = True, **kwargs: Any) -> Any:
     """tqdm when stderr is a terminal, :class:`PlainProgress` when it is not; silent when not ``enabled``."""
     if not enabled:
         return PlainProgress(iterable, desc, stream=_Null(), **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from attnduality.experiments.progress import PlainProgress, progress
+from attnduality.progress import PlainProgress, progress
 
 
 def test_plain_progress_prints_a_few_lines_without_carriage_returns() -> None:
