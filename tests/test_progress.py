@@ -34,3 +34,15 @@ def test_progress_is_plain_when_stderr_is_not_a_terminal_and_silent_when_disable
     quiet = progress(range(3), "y", enabled=False, total=3)
     quiet.set_postfix(a=1)
     assert list(quiet) == [0, 1, 2] and capsys.readouterr().err == ""
+
+
+def test_plain_progress_driven_by_update_prints_start_and_end() -> None:
+    out = io.StringIO()
+    bar = PlainProgress(desc="train", total=8, every=3600.0, stream=out)
+    for _ in range(8):
+        bar.update()
+        bar.set_postfix(loss="0.5")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("train: 0/8 (0%)")
+    assert lines[1].startswith("train: 8/8 (100%)") and lines[1].endswith("[loss=0.5]")
