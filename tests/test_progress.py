@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from attnduality.progress import PlainProgress, progress
 
 
@@ -27,7 +29,9 @@ def test_plain_progress_resumes_from_initial_and_rate_limits() -> None:
     assert lines[-1].startswith("train: 400/400 (100%)")
 
 
-def test_progress_is_plain_when_stderr_is_not_a_terminal_and_silent_when_disabled(capsys) -> None:
+def test_progress_is_plain_when_stderr_is_not_a_terminal_and_silent_when_disabled(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     bar = progress(range(3), "x")  # pytest's captured stderr is not a terminal
     assert isinstance(bar, PlainProgress) and list(bar) == [0, 1, 2]
     assert capsys.readouterr().err.startswith("x: 0/3 (0%)")

@@ -519,6 +519,18 @@ def test_solve_path_order_convergence_and_warm_starts():
     assert sum(r.n_iter for r in path) < sum(r.n_iter for r in cold)
 
 
+def test_solve_path_verbose_prints_each_beta(capsys: pytest.CaptureFixture[str]) -> None:
+    prob = _problem("cross_entropy", "mlp", seed=13, frac=1.0)
+    bm = beta_max(prob)
+    path = solve_path(prob, [0.5 * bm, 0.2 * bm], FISTA(tol=1e-6), verbose=True, label="head val")
+    err = capsys.readouterr().err
+    for b, r in zip([0.5 * bm, 0.2 * bm], path, strict=True):
+        assert f"head val β={b:.3g}: iteration 0," in err
+        assert f"certified gap {r.certificate.rel_gap:.1e} (tol 1e-06)" in err
+    solve_path(prob, [0.5 * bm], FISTA(tol=1e-6))
+    assert capsys.readouterr().err == ""
+
+
 def test_solve_path_rejects_bad_betas():
     prob = _problem("squared", "dense")
     with pytest.raises(ValueError, match="betas is empty"):

@@ -574,7 +574,7 @@ def _inputs(spec: HeadSpec, data: dict[str, Any], part: str) -> np.ndarray:
 
 
 def _fit(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac: float, gates: np.ndarray | None,
-         blocks: int, tol: float, cfg: TransferConfig) -> tuple[Any, dict[str, Any]]:
+         blocks: int, tol: float, cfg: TransferConfig, verbose: bool = False) -> tuple[Any, dict[str, Any]]:
     """Fit one head at β = frac · β_max on the training samples ``idx`` (None: all); the fitted estimator and a
     summary (β, status, certificate, times)."""
     from sklearn.exceptions import ConvergenceWarning
@@ -587,7 +587,7 @@ def _fit(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac: flo
     t0 = time.perf_counter()
     bmax = _beta_max(spec, x, y, gates, c, data["grid"], blocks, cfg.dtype)
     t_bmax = time.perf_counter() - t0
-    est = _estimator(spec, frac * bmax, gates, data["grid"], blocks, tol, cfg)
+    est = _estimator(spec, frac * bmax, gates, data["grid"], blocks, tol, cfg).set_params(verbose=int(verbose))
     itemsize = 4 if cfg.dtype == "float32" else 8
     t0 = time.perf_counter()
     with _feature_cache(cfg.cache_gb * 2**30, itemsize), warnings.catch_warnings():
@@ -632,7 +632,7 @@ def _validate(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: np.n
                                else BlockNuclearNorm(), 1.0)
     fracs = list(cfg.beta_fracs)
     solver = make_solver("auto", problem, cfg.val_tol, cfg.max_iter, None)
-    path = solve_path(problem, [f * bmax for f in fracs], solver)
+    path = solve_path(problem, [f * bmax for f in fracs], solver, verbose=ctx.show_progress, label=f"{spec.key} val")
     del op, problem
     op_val = _operator(spec, torch.as_tensor(np.ascontiguousarray(x[val]), dtype=tdt), g, c, data["grid"], blocks)
     y_val = torch.as_tensor(data["y_train"][val])
@@ -652,7 +652,7 @@ def _final(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], frac: float, g
            blocks: int) -> dict[str, Any]:
     """The refit on the whole training set with the selected β: test predictions, twin size, gates for Adam."""
     cfg: TransferConfig = ctx.config
-    est, rec = _fit(spec, data, None, frac, gates, blocks, cfg.tol, cfg)
+    est, rec = _fit(spec, data, None, frac, gates, blocks, cfg.tol, cfg, verbose=ctx.show_progress)
     t0 = time.perf_counter()
     pred = est.predict(_inputs(spec, data, "test"))
     rec["predict_seconds"] = time.perf_counter() - t0

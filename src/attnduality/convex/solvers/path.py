@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ..problem import CompositeProblem
 from .fista import FISTA, SolveResult
 from .newton import SemismoothNewton
+from .progress import SolveProgress
 
 if TYPE_CHECKING:
     from .select import AutoSolver
@@ -23,10 +24,16 @@ def beta_max(problem: CompositeProblem) -> float:
 
 
 def solve_path(
-    problem: CompositeProblem, betas: Sequence[float], solver: FISTA | SemismoothNewton | AutoSolver | None = None
+    problem: CompositeProblem,
+    betas: Sequence[float],
+    solver: FISTA | SemismoothNewton | AutoSolver | None = None,
+    *,
+    verbose: bool = False,
+    label: str = "path",
 ) -> list[SolveResult]:
     """Solve for every β in ``betas``, from the largest to the smallest, each warm-started from the previous
-    solution. Results are returned in the order of ``betas``."""
+    solution. Results are returned in the order of ``betas``. ``verbose``: print each solve's certified gap as it
+    goes (:class:`~attnduality.convex.solvers.progress.SolveProgress`, labelled ``label β=…``)."""
     if len(betas) == 0:
         raise ValueError("betas is empty")
     if any(not (b >= 0) for b in betas):
@@ -36,7 +43,8 @@ def solve_path(
     results: dict[int, SolveResult] = {}
     z = None
     for i in order:
-        res = solver.run(problem.with_beta(betas[i]), z0=z)
+        callback = SolveProgress(solver.tol, label=f"{label} β={betas[i]:.3g}") if verbose else None
+        res = solver.run(problem.with_beta(betas[i]), z0=z, callback=callback)
         results[i] = res
         z = res.z
     return [results[i] for i in range(len(betas))]
