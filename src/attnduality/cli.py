@@ -155,10 +155,10 @@ def fit_features(
         raise FitError(f"task must be auto, classify or regress, got {task!r}")
     if pool not in ("mean", "flatten"):
         raise FitError(f"pool must be mean or flatten, got {pool!r}")
-    from .experiments.runner import _check_device
+    from .experiments.runner import check_device
 
     try:
-        device = _check_device(device)
+        device = check_device(device)
     except ValueError as exc:
         raise FitError(str(exc)) from None
     path = Path(features)
@@ -421,7 +421,7 @@ def _parse_threads(text: str) -> int | str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .experiments import RunError, default_out_dir, get_experiment, parse_overrides, run_experiment
-    from .experiments.runner import _check_device, check_finite_config
+    from .experiments.runner import check_device, check_finite_config
 
     exp = get_experiment(args.name)
     if args.show_config:
@@ -431,7 +431,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args.set or [])
         cfg = exp.make_config(quick=args.quick, overrides=overrides)
         check_finite_config(cfg)
-        _check_device(args.device)
+        check_device(args.device)
         if args.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
         threads = _parse_threads(args.threads)

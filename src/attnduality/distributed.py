@@ -749,7 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override demo config fields")
     demo.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
     args = parser.parse_args(argv)
-    from .experiments.runner import _versions, apply_overrides, parse_overrides
+    from .experiments.runner import apply_overrides, environment_versions, parse_overrides
 
     torch.set_num_threads(args.threads)
     info = init_distributed()
@@ -771,7 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "threads_per_process": args.threads,
                 "wall_seconds": wall,
                 "results": summary,
-                "versions": _versions(),
+                "versions": environment_versions(),
             }
             out = args.out or Path("runs") / f"distributed-{args.task}-world{info.world}-seed{args.seed}"
             out.mkdir(parents=True, exist_ok=True)

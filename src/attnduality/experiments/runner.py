@@ -253,7 +253,7 @@ def _discover() -> None:
             continue
         try:
             importlib.import_module(f"{pkg.__name__}.{info.name}")
-        except Exception as exc:  # noqa: BLE001 - one broken module must not hide the others
+        except Exception as exc:  # one broken module must not hide the others
             DISCOVERY_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"experiment module {info.name!r} failed to import: {exc}", RuntimeWarning, stacklevel=2)
 
@@ -754,7 +754,8 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _versions() -> dict[str, str]:
+def environment_versions() -> dict[str, str]:
+    """Versions of attnduality, Python, torch, NumPy, SciPy, scikit-learn and the platform (for ``results.json``)."""
     import torch
 
     from .. import __version__
@@ -789,7 +790,8 @@ def _git_commit() -> dict[str, Any] | None:
         return None
 
 
-def _check_device(device: str) -> str:
+def check_device(device: str) -> str:
+    """``device`` if torch can use it here, else a ``ValueError`` naming it and saying what is missing."""
     import torch
 
     try:
@@ -870,7 +872,7 @@ def run_experiment(
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
-    device = _check_device(device)
+    device = check_device(device)
     n_threads = resolve_threads(threads)
     if config is None:
         cfg = exp.make_config(quick=quick, overrides=overrides)
@@ -904,7 +906,7 @@ def run_experiment(
                 )
         elif ckdir.exists() and any(ckdir.iterdir()):
             raise ConfigMismatchError(f"{ckdir} exists without a manifest; remove it or use --fresh")
-        versions = _versions()
+        versions = environment_versions()
         _atomic_write_bytes(
             manifest_path,
             json.dumps({**identity, "config_hash": chash, "versions": versions}, indent=1).encode(),
