@@ -82,12 +82,29 @@ def _operator(kind: str, x: torch.Tensor, c: int, m: int = 2, scale: float = 1.0
 
 def _chunked(op):
     op._cache, op.chunk = None, 2  # force recomputation in chunks of 2 samples
+    if hasattr(op, "_grams"):  # the linear operator's Gram matrices, likewise
+        op._grams, op._gram_chunk = None, 2
     return op
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Operators: adjoint, masks, non-convex twins, lifting and recovery
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("chunked", [False, True])
+def test_linear_attention_gram_path_equals_the_lifted_features(chunked):
+    """The Gram-matrix GEMM gives Φ · Z and Φᵀ · g of the (N, d³) features of Thm 3.1 (eq. (13))."""
+    x = _x(7, 5, 3, 4)
+    op = LinearAttentionOperator(x, 2, scale=0.3)
+    op = _chunked(op) if chunked else op
+    phi = op.features()
+    assert phi.shape == (7, 27)
+    gen = torch.Generator().manual_seed(2)
+    z = torch.randn(op.z_shape, generator=gen, dtype=F64)
+    g = torch.randn(7, 2, generator=gen, dtype=F64)
+    torch.testing.assert_close(op.forward(z), phi @ z.reshape(27, 2), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(op.adjoint(g), (phi.T @ g).reshape(op.z_shape), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("cached", [True, False])
 @pytest.mark.parametrize("kind", ["linear", "gated"])
 def test_adjoint_dot_product(kind, cached):

@@ -12,9 +12,10 @@ the entry ``Z4[k, a, l, b] = Σ_h W1_h[a, k] W2_h[l, b]``. Equivalently, ``Z.res
 GAP contraction (derived here). With ``P_j = M_jᵀ X`` (s, d),
 ``mean_t [Σ_{k,l} diag(g_j[:, k, l]) X Z_j^{(k,l)}] = φ_j · Z_j.reshape(d³, c)`` where
 ``φ_j[k, a, l] = (1/s) Σ_t X[t, k] P_j[t, a] X[t, l]``. For linear attention (``M = 1``) this is
-``φ[k, a, l] = G[k, l] · mean_t X[t, a]`` with ``G = XᵀX``. So both operators are one GEMM of per-sample features
-(never ``X ⊗ X``) with ``Z`` reshaped; the features cost ``O(s·d³)`` (gated) per sample and pattern, are cached when
-small and otherwise recomputed chunk by chunk.
+``φ[k, a, l] = G[k, l] · mean_t X[t, a]`` with ``G = XᵀX``, so the linear operator is one GEMM of the (N, d²) Gram
+matrices with ``Z`` permuted, contracted with the token means: ``O(N·d³·c)`` and no (N, d³) features. The gated
+operator is one GEMM of its per-sample features (never ``X ⊗ X``) with ``Z`` reshaped; they cost ``O(s·d³)`` per
+sample and pattern, are cached when small and otherwise recomputed chunk by chunk.
 
 Scale. The data are used as given: nothing is rescaled silently. The optional ``scale`` multiplies the
 attention scores, ``scale · X W1 Xᵀ`` (e.g. ``1/s`` for a mean-normalised Gram matrix, or the paper's ``1/√d``); it
@@ -24,9 +25,12 @@ to rescaling β; objectives are always computed on the data as given.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
-from .features import FeatureOperator, check_x
+from . import features as feature_limits
+from .features import CHUNK_LIMIT, FeatureOperator, check_x
 
 __all__ = [
     "LinearAttentionOperator",
@@ -72,7 +76,45 @@ class LinearAttentionOperator(FeatureOperator):
         self.n_features_lifted = d**3
         self.per_sample_work = d**3 + d * d
         self.z_shape = (d * d, d * int(n_outputs))
-        self._setup(x, n_outputs, cache, scale)
+        self._setup(x, n_outputs, bool(cache), scale)  # the d³ features are only formed on request (features())
+        n = self.n_samples
+        self._gram_chunk = max(1, CHUNK_LIMIT // (d * d + d * self.n_outputs))
+        self._grams = self._gram(0, n) if cache is not False and n * d * d <= feature_limits.CACHE_LIMIT else None
+
+    def _gram(self, lo: int, hi: int) -> torch.Tensor:
+        """``scale · X_iᵀX_i`` flattened to (n, d²) [(k, l)], and the token means (n, d) [a], side by side."""
+        x = self.x[lo:hi]
+        gram = self.scale * (x.transpose(1, 2) @ x)
+        return torch.cat([gram.reshape(hi - lo, -1), x.mean(dim=1)], dim=1)
+
+    def _gram_chunks(self) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        d2 = self.n_features**2
+        if self._grams is not None:
+            yield 0, self.n_samples, self._grams[:, :d2], self._grams[:, d2:]
+            return
+        for lo in range(0, self.n_samples, self._gram_chunk):
+            hi = min(lo + self._gram_chunk, self.n_samples)
+            both = self._gram(lo, hi)
+            yield lo, hi, both[:, :d2], both[:, d2:]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``Σ_{k,a,l} G_i[k,l] x̄_i[a] Z4[k,a,l,:]`` as one GEMM over the Gram matrices: ``(G_i · Z4[k,·,l,·])``
+        contracted with the token mean; ``O(N·d³·c)`` without the (N, d³) features."""
+        d, c = self.n_features, self.n_outputs
+        zp = z.reshape(d, d, d, c).permute(0, 2, 1, 3).reshape(d * d, d * c)  # [(k, l), (a, b)]
+        out = torch.empty(self.n_samples, c, dtype=self.dtype, device=self.device)
+        for lo, hi, gram, xbar in self._gram_chunks():
+            out[lo:hi] = torch.einsum("na,nab->nb", xbar, (gram @ zp).reshape(hi - lo, d, c))
+        return out
+
+    def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        """``Z4[k,a,l,b] = Σ_i G_i[k,l] x̄_i[a] g_i[b]``: one GEMM of the Gram matrices with ``x̄ ⊗ g``."""
+        d, c = self.n_features, self.n_outputs
+        acc = torch.zeros(d * d, d * c, dtype=self.dtype, device=self.device)
+        for lo, hi, gram, xbar in self._gram_chunks():
+            outer = (xbar[:, :, None] * g[lo:hi, None, :]).reshape(hi - lo, d * c)
+            acc += (outer.T @ gram).T
+        return acc.reshape(d, d, d, c).permute(0, 2, 1, 3).reshape(self.z_shape)
 
     def _features(self, lo: int, hi: int) -> torch.Tensor:
         x = self.x[lo:hi]
