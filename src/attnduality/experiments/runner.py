@@ -606,7 +606,7 @@ class RunContext:
     # -- loops and logging ---------------------------------------------------------------------------------------
     def progress(self, iterable: Iterable[Any], desc: str = "", **kwargs: Any) -> Any:
         """Progress over ``iterable`` (tqdm's keywords): a bar on a terminal, a few plain lines in a log, nothing
-        when the run is quiet (:func:`attnduality.experiments.progress.progress`)."""
+        when the run is quiet (:func:`attnduality.progress.progress`)."""
         return progress(iterable, desc, enabled=self.show_progress, **kwargs)
 
     def log(self, message: str) -> None:
