@@ -1,9 +1,9 @@
 """Cost of one operator pass (forward + adjoint) of every transfer head at a chosen size (issue 15 planning).
 
 The transfer experiment's solves need hundreds to thousands of passes over the training set per head; this times
-one pass on random token features of the given shape (features recomputed chunk by chunk, as they are when they do
-not fit the cache), so that a run's size can be chosen before it is started. Prints seconds per pass and the
-lifted feature memory each head would need to cache.
+one pass on random token features of the given shape (lifted features recomputed chunk by chunk unless they fit
+``--cache-gb``, as in the experiment), so that a run's size can be chosen before it is started. Prints seconds per
+pass and the lifted feature memory each head would need to cache.
 
     python benchmarks/bench_transfer_cost.py --n 2400 --s 32 --d 100 --c 2 [--heads attn_gated ...] [--threads 1]
 """
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from _common import base_parser, machine_info, out_name, print_table, set_threads, write_json
+from attnduality.convex.operators import features
 from attnduality.experiments.transfer import HEADS, TransferConfig, _operator, _sample_gates, effective_blocks
 
 NAME = "bench_transfer_cost"
@@ -34,8 +35,17 @@ def main() -> None:
     p.add_argument("--gates-mixer", type=int, default=100)
     p.add_argument("--gates-fno", type=int, default=100)
     p.add_argument("--bfno-blocks", type=int, default=5)
+    p.add_argument(
+        "--cache-gb",
+        type=float,
+        default=0.0,
+        help="keep lifted features in memory up to this size, as the experiment's cache_gb does (0: the library "
+        "default of 128 MiB)",
+    )
     args = p.parse_args()
     set_threads(args.threads)
+    if args.cache_gb > 0:
+        features.CACHE_LIMIT = max(features.CACHE_LIMIT, int(args.cache_gb * 2**30 // 8))
     cfg = TransferConfig(
         gates_attention=args.gates_attention,
         gates_mlp=args.gates_mlp,
@@ -67,10 +77,13 @@ def main() -> None:
         records.append(rec)
         rows.append([key, f"{build:.2f}", f"{one:.2f}", rec["z_size"], "-" if cache_gb is None else f"{cache_gb:.1f}"])
         print(rows[-1], flush=True)
-    title = f"one forward + adjoint, N={args.n}, s={args.s}, d={args.d}, c={args.c}, {args.threads} thread(s)"
+    title = (
+        f"one forward + adjoint, N={args.n}, s={args.s}, d={args.d}, c={args.c}, {args.threads} thread(s), "
+        f"cache {args.cache_gb:g} GB"
+    )
     print_table(["head", "build s", "pass s", "|Z|", "lifted cache GB"], rows, title=title)
     write_json(
-        out_name(f"{NAME}_n{args.n}_s{args.s}_d{args.d}", False),
+        out_name(f"{NAME}_n{args.n}_s{args.s}_d{args.d}_cache{args.cache_gb:g}", False),
         {"machine": machine_info(), "args": vars(args), "records": records},
     )
 
