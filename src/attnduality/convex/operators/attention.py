@@ -76,10 +76,12 @@ class LinearAttentionOperator(FeatureOperator):
         self.n_features_lifted = d**3
         self.per_sample_work = d**3 + d * d
         self.z_shape = (d * d, d * int(n_outputs))
-        self._setup(x, n_outputs, bool(cache), scale)  # the d³ features are only formed on request (features())
+        self._setup(x, n_outputs, False, scale)  # the d³ features are only formed on request (features())
         n = self.n_samples
         self._gram_chunk = max(1, CHUNK_LIMIT // (d * d + d * self.n_outputs))
-        self._grams = self._gram(0, n) if cache is not False and n * d * d <= feature_limits.CACHE_LIMIT else None
+        if cache is None:  # ``cache`` decides whether the (N, d²) Gram matrices are kept
+            cache = n * d * d <= feature_limits.CACHE_LIMIT
+        self._grams = self._gram(0, n) if cache else None
 
     def _gram(self, lo: int, hi: int) -> torch.Tensor:
         """``scale · X_iᵀX_i`` flattened to (n, d²) [(k, l)], and the token means (n, d) [a], side by side."""
