@@ -35,8 +35,10 @@ def check_attention_input(
     if check_finite and not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or inf")
     if key_padding_mask is not None:
-        if key_padding_mask.dtype != torch.bool:
-            raise ValueError(f"key_padding_mask must be a bool tensor (True = padding), got {key_padding_mask.dtype}")
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+            mask = key_padding_mask
+            got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"key_padding_mask must be a bool tensor (True = padding), got {got}")
         if key_padding_mask.shape != x.shape[:2]:
             raise ValueError(
                 f"key_padding_mask must have shape (B, N) = {tuple(x.shape[:2])}, got {tuple(key_padding_mask.shape)}"

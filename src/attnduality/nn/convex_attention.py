@@ -30,6 +30,8 @@ import math
 import torch
 from torch import nn
 
+from .checks import check_attention_input
+
 __all__ = [
     "AttentionGatedFCNet",
     "AttentionOnlyNet",
@@ -182,29 +184,10 @@ class ConvexAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def _check_input(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> None:
-        """``ValueError`` unless ``x`` is a finite floating (B, N, D) tensor with 1 ≤ N ≤ max_len and the mask a
-        (B, N) bool tensor leaving every sequence a non-padding token (the registry's input rules)."""
-        if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != self.embed_dim:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected x of shape (B, N, {self.embed_dim}), got {shape}")
-        if not x.is_floating_point():
-            raise ValueError(f"x must be a floating tensor, got {x.dtype}")
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            raise ValueError(f"x must have B >= 1 and N >= 1, got shape {tuple(x.shape)}")
+        """The registry's input rules (:func:`~attnduality.nn.checks.check_attention_input`), and ``N ≤ max_len``."""
+        check_attention_input(x, key_padding_mask, self.embed_dim)
         if x.shape[1] > self.max_len:
             raise ValueError(f"sequence length {x.shape[1]} exceeds max_len={self.max_len}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains NaN or inf")
-        if key_padding_mask is not None:
-            if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
-                raise ValueError("key_padding_mask must be a bool tensor (True = padding)")
-            if key_padding_mask.shape != x.shape[:2]:
-                raise ValueError(
-                    f"key_padding_mask must have shape (B, N) = {tuple(x.shape[:2])}, got "
-                    f"{tuple(key_padding_mask.shape)}"
-                )
-            if bool(key_padding_mask.all(dim=1).any()):
-                raise ValueError("key_padding_mask: every sequence needs at least one non-padding token")
 
     def mixing_weights(self, n: int | None = None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The mixing matrices used for length ``n``: (H, n, n), or (B, H, n, n) with a padding mask."""
