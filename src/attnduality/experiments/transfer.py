@@ -686,7 +686,7 @@ def _reference(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     frac = float(cfg.beta_fracs[0])
     if len(cfg.beta_fracs) > 1:
         val_acc, frac = max((r["val_acc"], r["beta_frac"]) for r in _validate(ctx, spec, wide, None, 1))
-    est, rec = _fit(spec, wide, None, frac, None, 1, cfg.tol, cfg)
+    est, rec = _fit(spec, wide, None, frac, None, 1, cfg.tol, cfg, verbose=ctx.show_progress)
     rec.update({"val_acc": val_acc, "n_features": int(wide["mean_train"].shape[1]),
                 "test_acc": float(est.score(wide["mean_test"], data["y_test"]))})
     return rec
