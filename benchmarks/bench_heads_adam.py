@@ -57,20 +57,8 @@ from _common import (
     set_threads,
     write_json,
 )
-from attnduality.convex.estimators.heads import (
-    ConvexAttentionClassifier,
-    ConvexFNOClassifier,
-    ConvexMixerClassifier,
-)
+from attnduality.convex import Formulation, get_formulation, make_estimator
 from attnduality.convex.losses import CrossEntropyLoss
-from attnduality.convex.operators.attention import (
-    GatedAttentionOperator,
-    LinearAttentionOperator,
-    sample_attention_gates,
-)
-from attnduality.convex.operators.fno import GatedFNOOperator, sample_fno_gates
-from attnduality.convex.operators.mixer import GatedMixerOperator, sample_mixer_gates
-from attnduality.convex.penalties import BlockNuclearNorm, NuclearNorm
 from attnduality.nn.attention_heads import (
     GatedAttentionHead,
     GatedFNOHead,
@@ -94,6 +82,13 @@ class HeadSpec:
     n_gates: int = 0
     blocks: int = 1
 
+    @property
+    def form(self) -> Formulation:
+        """The head's formulation (with B and the 4×4 token grid where it takes them)."""
+        taken = get_formulation(self.family, kind=self.kind).options()
+        opts = {k: v for k, v in (("blocks", self.blocks), ("grid", GRID)) if k in taken}
+        return get_formulation(self.family, kind=self.kind, **opts)
+
 
 HEADS = {
     h.key: h
@@ -111,26 +106,13 @@ HEADS = {
 # gates, operators, twins
 # ----------------------------------------------------------------------------------------------------------------
 def sample_gates(spec: HeadSpec, s: int, d: int, n_gates: int, seed: int) -> torch.Tensor | None:
-    if spec.kind == "linear":
-        return None
-    if spec.family == "attention":
-        return sample_attention_gates(d, n_gates, seed, DTYPE)
-    if spec.family == "mixer":
-        return sample_mixer_gates(s, n_gates, seed, DTYPE)
-    return sample_fno_gates(s, d, n_gates, seed, groups=spec.blocks, dtype=DTYPE)
+    form = spec.form
+    return form.sample_gates(s, d, n_gates, seed).to(DTYPE) if form.gated else None
 
 
 def beta_max(spec: HeadSpec, x: torch.Tensor, labels: torch.Tensor, gates: torch.Tensor | None, c: int) -> float:
     """``R°(A*∇f(0))``: the smallest β at which ``Z = 0`` is optimal, for this head, gates and loss."""
-    loss = CrossEntropyLoss(labels)
-    if spec.family == "attention":
-        op: Any = LinearAttentionOperator(x, c) if gates is None else GatedAttentionOperator(x, gates, c)
-    elif spec.family == "mixer":
-        op = GatedMixerOperator(x, gates, c)
-    else:
-        op = GatedFNOOperator(x, gates, c, grid=GRID)
-    pen = NuclearNorm() if gates is None else BlockNuclearNorm()
-    return float(pen.dual_norm(op.adjoint(loss.grad(op.forward(op.zeros())))))
+    return spec.form.beta_max(CrossEntropyLoss(labels), x, gates, c)
 
 
 def make_twin(spec: HeadSpec, gates: torch.Tensor | None, h: int, s: int, d: int, c: int, gen: torch.Generator):
@@ -186,15 +168,10 @@ def twin_objective(module: torch.nn.Module, loss: CrossEntropyLoss, x: torch.Ten
 # runs
 # ----------------------------------------------------------------------------------------------------------------
 def fit_convex(spec: HeadSpec, x: np.ndarray, y: np.ndarray, gates: torch.Tensor | None, beta: float) -> dict:
-    kw: dict[str, Any] = {"kind": spec.kind, "beta": beta, "tol": 1e-8, "max_iter": 200_000, "dtype": "float64"}
+    kw: dict[str, Any] = {"beta": beta, "tol": 1e-8, "max_iter": 200_000, "dtype": "float64"}
     if gates is not None:
         kw["gates"] = gates.numpy()
-    if spec.family == "attention":
-        est: Any = ConvexAttentionClassifier(**kw)
-    elif spec.family == "mixer":
-        est = ConvexMixerClassifier(**kw)
-    else:
-        est = ConvexFNOClassifier(blocks=spec.blocks, grid=GRID, **kw)
+    est = make_estimator(spec.form, **kw)
     t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -44,39 +44,29 @@ class _Head:
     about: str
 
 
+def _formulation_head(family: str, note: str = "") -> _Head:
+    """A head of the formulation registry, described by its formulation and estimators."""
+    from .convex.estimators import estimator_classes
+    from .convex.formulations import formulation_families
+
+    form = formulation_families()[family]
+    clf, reg = estimator_classes(family)
+    kind_param = clf._kind_param
+    return _Head(
+        clf.__name__,
+        reg.__name__,
+        form.kinds if kind_param else (),
+        kind_param,
+        "3d" if form.tokens else "2d",
+        form.summary + note,
+    )
+
+
 HEADS: dict[str, _Head] = {
-    "mlp": _Head(
-        "ConvexMLPClassifier",
-        "ConvexMLPRegressor",
-        ("gated_relu", "relu"),
-        "activation",
-        "2d",
-        "two-layer (gated) ReLU network on (N, d) features (Sahiner et al. eq. (5)/(8))",
-    ),
-    "attention": _Head(
-        "ConvexAttentionClassifier",
-        "ConvexAttentionRegressor",
-        ("linear", "gated_relu", "relu"),
-        "kind",
-        "3d",
-        "self-attention head with token mean pooling (Sahiner et al. §3)",
-    ),
-    "mixer": _Head(
-        "ConvexMixerClassifier",
-        "ConvexMixerRegressor",
-        ("linear", "gated_relu"),
-        "kind",
-        "3d",
-        "MLP-Mixer head (Sahiner et al. §4.1)",
-    ),
-    "fno": _Head(
-        "ConvexFNOClassifier",
-        "ConvexFNORegressor",
-        ("linear", "gated_relu"),
-        "kind",
-        "3d",
-        "(B-)FNO head; --blocks B for block-diagonal B-FNO (Sahiner et al. §4.2)",
-    ),
+    "mlp": _formulation_head("mlp"),
+    "attention": _formulation_head("attention"),
+    "mixer": _formulation_head("mixer"),
+    "fno": _formulation_head("fno", "; --blocks B for block-diagonal B-FNO"),
     "token_lasso": _Head(
         "TokenLassoClassifier",
         "TokenLassoRegressor",
@@ -85,14 +75,7 @@ HEADS: dict[str, _Head] = {
         "any",
         "attention-only network as a group lasso over tokens (Ergen et al. 2022)",
     ),
-    "nuclear": _Head(
-        "NuclearNormClassifier",
-        "NuclearNormRegressor",
-        (),
-        None,
-        "2d",
-        "linear head with a nuclear-norm penalty on (N, d) features",
-    ),
+    "nuclear": _formulation_head("linear"),
 }
 _ALL_KINDS = tuple(dict.fromkeys(k for h in HEADS.values() for k in h.kinds))
 

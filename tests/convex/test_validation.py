@@ -102,9 +102,9 @@ def test_mlp_gate_validation(est, y):
     def fit(**params):
         return clone(est).set_params(**params).fit(X, y)
 
-    with pytest.raises(ValueError, match=re.escape("gates must be a (3, P) array with P >= 1 (d = n_features)")):
+    with pytest.raises(ValueError, match=re.escape("gates must be an array of shape (3, m), i.e. (d, P) with d = n_")):
         fit(gates=np.ones((4, 5)))
-    with pytest.raises(ValueError, match=re.escape("(d = n_features + 1 for the intercept), got shape (3, 5)")):
+    with pytest.raises(ValueError, match=re.escape("+ 1 for the intercept, with m >= 1 gates; got shape (3, 5)")):
         fit(gates=np.ones((3, 5)), fit_intercept=True)
     with pytest.raises(ValueError, match=re.escape("got shape (3,)")):
         fit(gates=np.ones(3))

@@ -14,12 +14,17 @@ from .estimators import (
     ConvexMixerRegressor,
     ConvexMLPClassifier,
     ConvexMLPRegressor,
+    FormulationClassifier,
+    FormulationRegressor,
     NuclearNormClassifier,
     NuclearNormRegressor,
     TokenLassoClassifier,
     TokenLassoRegressor,
     TokenPath,
+    check_formulation,
+    make_estimator,
 )
+from .formulations import Formulation, formulation_names, get_formulation, register_formulation
 from .losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss, get_loss
 from .operators import (
     DenseOperator,
@@ -33,7 +38,7 @@ from .operators import (
 )
 from .penalties import BlockNuclearNorm, ConeGroupL2, GroupL2, L1Norm, NuclearNorm, Penalty, get_penalty
 from .problem import CompositeProblem
-from .recovery import gated_mlp_to_module, regularized_objective, relu_mlp_to_module
+from .recovery import gated_mlp_to_module, linear_to_module, regularized_objective, relu_mlp_to_module
 from .solvers import FISTA, AutoSolver, FactoredSolver, SemismoothNewton, SolveResult, beta_max, solve_path
 
 __all__ = [
@@ -53,8 +58,12 @@ __all__ = [
     "CrossEntropyLoss",
     "DenseOperator",
     "FISTA",
+    "FormulationClassifier",
+    "FormulationRegressor",
     "FactoredSolver",
+    "Formulation",
     "GatedMLPOperator",
+    "GatedTokenOperator",
     "GroupL2",
     "L1Norm",
     "LinearOperator",
@@ -65,25 +74,30 @@ __all__ = [
     "NuclearNormRegressor",
     "Penalty",
     "ReLUMLPOperator",
+    "RowStochasticCone",
     "SemismoothNewton",
+    "SequenceOperator",
     "SolveResult",
     "SquaredLoss",
+    "TokenLassoClassifier",
+    "TokenLassoRegressor",
+    "TokenOperator",
+    "TokenPath",
     "beta_max",
+    "check_formulation",
     "duality_gap",
+    "formulation_names",
     "gate_masks",
     "gated_mlp_to_module",
+    "get_formulation",
     "get_loss",
     "get_penalty",
+    "linear_to_module",
+    "make_estimator",
+    "register_formulation",
     "regularized_objective",
     "relu_mlp_to_module",
     "sample_gates",
     "solve_path",
     "unique_gates",
-    "GatedTokenOperator",
-    "RowStochasticCone",
-    "SequenceOperator",
-    "TokenLassoClassifier",
-    "TokenLassoRegressor",
-    "TokenOperator",
-    "TokenPath",
 ]

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import torch
 
-from ..nn.heads import GatedReLUMLP, ReLUMLP
+from ..nn.heads import GatedReLUMLP, LinearMLP, ReLUMLP
 from .losses import Loss
 
-__all__ = ["gated_mlp_to_module", "relu_mlp_to_module", "regularized_objective"]
+__all__ = ["gated_mlp_to_module", "linear_to_module", "regularized_objective", "relu_mlp_to_module"]
 
 
 def _rank_tol(s: torch.Tensor) -> float:
     return float(s.max()) * s.shape[-1] * torch.finfo(s.dtype).eps if s.numel() else 0.0
+
+
+def linear_to_module(z: torch.Tensor, bias: bool = False) -> LinearMLP:
+    """The two-layer linear network of a nuclear-norm solution ``z`` (d, c): ``W1 = U√Σ``, ``W2 = √Σ Vᵀ`` over the
+    nonzero singular values, so ``W1 W2 = Z`` and ``½(‖W1‖² + ‖W2‖²) = ‖Z‖_*``."""
+    u, s, vh = torch.linalg.svd(z, full_matrices=False)
+    keep = s > _rank_tol(s)
+    r = torch.sqrt(s[keep])
+    return LinearMLP(u[:, keep] * r, r[:, None] * vh[keep], bias)
 
 
 def gated_mlp_to_module(z: torch.Tensor, gates: torch.Tensor, bias: bool = False) -> GatedReLUMLP:

@@ -29,7 +29,7 @@ scored once on the test set. Each fit reports its certificate (status, relative 
 parameter count of the recovered non-convex twin (nonzero heads; ``to_module``). The twin (same gates, the width of
 the recovered one: h heads per gate = the largest rank of a block of the certified solution) is then trained from a
 random initialisation with full-batch Adam on the same objective ``mean CE + (β/2) Σ‖θ‖²``; its logits are computed
-as the convex operator applied to the lifted weights ``Z(W1, W2)`` (the library's ``*_weights_to_z`` maps, checked
+as the convex operator applied to the lifted weights ``Z(W1, W2)`` (the formulation's ``lift``, checked
 against the recovered twin), which is the twin's forward pass exactly and much cheaper for wide token heads. Adam's
 final objective is compared with the certified optimum: it can never go below the dual bound.
 
@@ -425,83 +425,54 @@ def _n_gates(spec: HeadSpec, cfg: TransferConfig) -> int:
             "fno": cfg.gates_fno}.get(spec.family, 0)
 
 
+def _formulation(spec: HeadSpec, grid: tuple[int, ...], blocks: int) -> Any:
+    """The head's :class:`~attnduality.convex.formulations.Formulation` (the token grid and B where it takes them)."""
+    from ..convex import get_formulation
+
+    taken = get_formulation(spec.family, kind=spec.kind).options()
+    opts = {k: v for k, v in (("grid", tuple(grid)), ("blocks", blocks)) if k in taken}
+    return get_formulation(spec.family, kind=spec.kind, **opts)
+
+
 def _sample_gates(spec: HeadSpec, s: int, d: int, blocks: int, cfg: TransferConfig, seed: int) -> np.ndarray | None:
     """I.i.d. Gaussian gates in the estimator's layout (float64), or None for a linear head."""
-    if not spec.gated:
-        return None
-    from ..convex import sample_gates
-    from ..convex.operators.attention import sample_attention_gates
-    from ..convex.operators.fno import sample_fno_gates
-    from ..convex.operators.mixer import sample_mixer_gates
-
-    m = _n_gates(spec, cfg)
-    if spec.family == "mlp":
-        g = sample_gates(d, m, seed)
-    elif spec.family == "attention":
-        g = sample_attention_gates(d, m, seed)
-    elif spec.family == "mixer":
-        g = sample_mixer_gates(s, m, seed)
-    else:
-        g = sample_fno_gates(s, d, m, seed, groups=blocks)
-    return g.numpy()
+    form = _formulation(spec, (s,), blocks)
+    return form.sample_gates(s, d, _n_gates(spec, cfg), seed).numpy() if form.gated else None
 
 
 def _operator(spec: HeadSpec, x: Any, gates: Any, n_classes: int, grid: tuple[int, ...], blocks: int) -> Any:
     """The convex head's operator ``A`` on inputs ``x`` (the estimators build the same ones)."""
-    from ..convex import DenseOperator, GatedMLPOperator, gate_masks
-    from ..convex.operators.attention import GatedAttentionOperator, LinearAttentionOperator
-    from ..convex.operators.fno import FNOOperator, GatedFNOOperator
-    from ..convex.operators.mixer import GatedMixerOperator, LinearMixerOperator
+    return _formulation(spec, grid, blocks).operator(x, gates, n_classes)
 
-    if spec.family == "linear":
-        return DenseOperator(x, n_classes)
-    if spec.family == "mlp":
-        return GatedMLPOperator(x, gate_masks(x, gates), n_classes)
-    if spec.family == "attention":
-        return LinearAttentionOperator(x, n_classes) if gates is None else GatedAttentionOperator(x, gates, n_classes)
-    if spec.family == "mixer":
-        return LinearMixerOperator(x, n_classes) if gates is None else GatedMixerOperator(x, gates, n_classes)
-    if gates is None:
-        return FNOOperator(x, n_classes, groups=blocks, grid=grid)
-    return GatedFNOOperator(x, gates, n_classes, grid=grid)
+
+def _problem(spec: HeadSpec, x: np.ndarray, y: np.ndarray, gates: np.ndarray | None, n_classes: int,
+             grid: tuple[int, ...], blocks: int, dtype: str) -> Any:
+    """The head's convex program on ``(x, y)`` with mean cross-entropy, at β = 1."""
+    import torch
+
+    from ..convex import CrossEntropyLoss
+
+    tdt = _torch_dtype(dtype)
+    xt = torch.as_tensor(np.ascontiguousarray(x), dtype=tdt)
+    g = None if gates is None else torch.as_tensor(gates, dtype=tdt)
+    return _formulation(spec, grid, blocks).problem(CrossEntropyLoss(torch.as_tensor(y)), xt, g, n_classes)
 
 
 def _beta_max(spec: HeadSpec, x: np.ndarray, y: np.ndarray, gates: np.ndarray | None, n_classes: int,
               grid: tuple[int, ...], blocks: int, dtype: str) -> float:
     """``R°(A*∇f(0))``: the smallest β with ``Z = 0`` optimal, for this head, its gates and the fitting data."""
-    import torch
+    from ..convex import beta_max
 
-    from ..convex import BlockNuclearNorm, CompositeProblem, CrossEntropyLoss, NuclearNorm, beta_max
-
-    tdt = _torch_dtype(dtype)
-    xt = torch.as_tensor(np.ascontiguousarray(x), dtype=tdt)
-    g = None if gates is None else torch.as_tensor(gates, dtype=tdt)
-    op = _operator(spec, xt, g, n_classes, grid, blocks)
-    single = spec.family == "linear" or (not spec.gated and spec.family in ("attention", "mixer"))
-    pen = NuclearNorm() if single else BlockNuclearNorm()
-    return beta_max(CompositeProblem(CrossEntropyLoss(torch.as_tensor(y)), op, pen, 1.0))
+    return beta_max(_problem(spec, x, y, gates, n_classes, grid, blocks, dtype))
 
 
 def _estimator(spec: HeadSpec, beta: float, gates: np.ndarray | None, grid: tuple[int, ...], blocks: int, tol: float,
                cfg: TransferConfig) -> Any:
-    from ..convex import (
-        ConvexAttentionClassifier,
-        ConvexFNOClassifier,
-        ConvexMixerClassifier,
-        ConvexMLPClassifier,
-        NuclearNormClassifier,
-    )
+    from ..convex import make_estimator
 
+    form = _formulation(spec, grid, blocks)
     kw: dict[str, Any] = {"beta": beta, "tol": tol, "max_iter": cfg.max_iter, "dtype": cfg.dtype}
-    if spec.family == "linear":
-        return NuclearNormClassifier(**kw)
-    if spec.family == "mlp":
-        return ConvexMLPClassifier(gates=gates, **kw)
-    if spec.family == "attention":
-        return ConvexAttentionClassifier(kind=spec.kind, gates=gates, **kw)
-    if spec.family == "mixer":
-        return ConvexMixerClassifier(kind=spec.kind, gates=gates, **kw)
-    return ConvexFNOClassifier(kind=spec.kind, blocks=blocks, grid=grid, gates=gates, **kw)
+    return make_estimator(form, **kw, **({"gates": gates} if form.gated else {}))
 
 
 def _blocks_of(spec: HeadSpec, coef: np.ndarray) -> np.ndarray:
@@ -517,51 +488,15 @@ def _ranks(blocks: np.ndarray) -> np.ndarray:
     return (s > cut).sum(axis=-1) if top > 0 else np.zeros(len(blocks), dtype=int)
 
 
-def _lift(spec: HeadSpec, w1: Any, w2: Any) -> Any:
-    """``Z(W1, W2)``: the lifted variable of twin weights, in the estimator's layout (linear in each factor)."""
-    import torch
-
-    from ..convex.recovery_attention import (
-        attention_weights_to_z,
-        fno_weights_to_z,
-        gated_attention_weights_to_z,
-        mixer_weights_to_z,
-    )
-
-    if spec.family in ("linear", "mlp"):  # w1 (…, h, d), w2 (…, h, c) → (…, d, c)
-        return torch.einsum("...hd,...hc->...dc", w1, w2)
-    if spec.family == "attention":
-        return gated_attention_weights_to_z(w1, w2) if spec.gated else attention_weights_to_z(w1, w2)
-    if spec.family == "mixer":
-        return mixer_weights_to_z(w1, w2)
-    return fno_weights_to_z(w1, w2)
-
-
-def _twin_shapes(spec: HeadSpec, coef_shape: tuple[int, ...], h: int, s: int, d: int, c: int,
-                 blocks: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Shapes of (W1, W2) of the twin with ``h`` heads per block, matching :func:`_lift`."""
-    if spec.family == "linear":
-        return (h, d), (h, c)
-    if spec.family == "mlp":
-        p = coef_shape[0]
-        return (p, h, d), (p, h, c)
-    lead = coef_shape[:-2]  # () for the linear attention and Mixer, (m,), (B,) or (B, m) otherwise
-    if spec.family == "attention":
-        return (*lead, h, d, d), (*lead, h, d, c)
-    if spec.family == "mixer":
-        return (*lead, h, s, s), (*lead, h, d, c)
-    return (*lead, h, s, d // blocks), (*lead, h, c // blocks)
-
-
 def _check_lift(spec: HeadSpec, est: Any) -> float:
     """Relative error of ``Z(recovered twin weights)`` against the certified solution (token heads: the library's
-    recovery must invert :func:`_lift` exactly, otherwise Adam would not train the twin of this program)."""
+    recovery must invert the formulation's lift exactly, otherwise Adam would not train the twin of this program)."""
     import torch
 
     if not spec.tokens:
         return 0.0
     twin = est.to_module()
-    z = _lift(spec, twin.w1.detach(), twin.w2.detach()).cpu().numpy()
+    z = est.formulation_.lift(twin.w1.detach(), twin.w2.detach()).cpu().numpy()
     ref = np.asarray(est.coef_)
     return float(np.linalg.norm(z - ref) / max(np.linalg.norm(ref), torch.finfo(torch.float64).tiny))
 
@@ -610,7 +545,7 @@ def _validate(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: np.n
     and solver as the estimators."""
     import torch
 
-    from ..convex import BlockNuclearNorm, CompositeProblem, CrossEntropyLoss, NuclearNorm, solve_path
+    from ..convex import CrossEntropyLoss, solve_path
     from ..convex.solvers import make_solver
 
     cfg: TransferConfig = ctx.config
@@ -625,15 +560,14 @@ def _validate(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: np.n
     t0 = time.perf_counter()
     bmax = _beta_max(spec, x[fit], y_fit, gates, c, data["grid"], blocks, cfg.dtype)
     t_bmax = time.perf_counter() - t0
-    single = spec.family == "linear" or (not spec.gated and spec.family in ("attention", "mixer"))
+    form = _formulation(spec, data["grid"], blocks)
     with _feature_cache(cfg.cache_gb * 2**30, 4 if cfg.dtype == "float32" else 8):
-        op = _operator(spec, torch.as_tensor(np.ascontiguousarray(x[fit]), dtype=tdt), g, c, data["grid"], blocks)
-    problem = CompositeProblem(CrossEntropyLoss(torch.as_tensor(y_fit)), op, NuclearNorm() if single
-                               else BlockNuclearNorm(), 1.0)
+        problem = form.problem(CrossEntropyLoss(torch.as_tensor(y_fit)),
+                               torch.as_tensor(np.ascontiguousarray(x[fit]), dtype=tdt), g, c)
     fracs = list(cfg.beta_fracs)
     solver = make_solver("auto", problem, cfg.val_tol, cfg.max_iter, None)
     path = solve_path(problem, [f * bmax for f in fracs], solver, verbose=ctx.show_progress, label=f"{spec.key} val")
-    del op, problem
+    del problem
     op_val = _operator(spec, torch.as_tensor(np.ascontiguousarray(x[val]), dtype=tdt), g, c, data["grid"], blocks)
     y_val = torch.as_tensor(data["y_train"][val])
     out = []
@@ -673,7 +607,7 @@ def _final(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], frac: float, g
     rec["coef_shape"] = list(coef.shape)
     rec["gates_kept"] = None if getattr(est, "gates_", None) is None else np.asarray(est.gates_)
     rec["n_gates_kept"] = 0 if rec["gates_kept"] is None else int(
-        rec["gates_kept"].shape[1] if spec.family in ("mlp", "fno") else rec["gates_kept"].shape[0])
+        rec["gates_kept"].shape[est.formulation_.gate_axis])
     return rec
 
 
@@ -709,7 +643,8 @@ def _adam(ctx: RunContext, key: str, spec: HeadSpec, data: dict[str, Any], fit: 
     with _feature_cache(cfg.cache_gb * 2**30, itemsize):
         op = _operator(spec, x, gates, c, data["grid"], blocks)
     h = max(int(fit["max_rank"]), 1)
-    shape1, shape2 = _twin_shapes(spec, tuple(fit["coef_shape"]), h, s, d, c, blocks)
+    form = _formulation(spec, data["grid"], blocks)
+    shape1, shape2 = form.twin_shapes(tuple(fit["coef_shape"]), h, s, d, c)
     gen = torch.Generator().manual_seed(ctx.seed_for(key))
     params = torch.nn.ParameterDict({
         "w1": torch.nn.Parameter(torch.randn(shape1, generator=gen, dtype=tdt)),
@@ -719,7 +654,7 @@ def _adam(ctx: RunContext, key: str, spec: HeadSpec, data: dict[str, Any], fit: 
     beta = float(fit["beta"])
 
     def logits(p: Any, operator: Any) -> Any:
-        z = _lift(spec, p["w1"], p["w2"])
+        z = form.lift(p["w1"], p["w2"])
         if spec.family == "mlp":  # GatedMLPOperator.forward writes into a reused buffer: no autograd through it
             return torch.einsum("np,nd,pdc->nc", operator.masks, operator.x, z)
         return operator.forward(z)

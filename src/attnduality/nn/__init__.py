@@ -11,7 +11,7 @@ from .convex_attention import (
     attention_only_model,
     stacked_model,
 )
-from .heads import GatedReLUMLP, ReLUMLP
+from .heads import GatedReLUMLP, LinearMLP, ReLUMLP
 from .primal import PrimalAttention, ksvd_loss, primal_layers
 from .registry import (
     SoftmaxAttention,
@@ -24,6 +24,7 @@ from .transformer import EncoderBlock, PrimalFormer, PrimalTransformer, Transfor
 __all__ = [
     "EncoderBlock",
     "GatedReLUMLP",
+    "LinearMLP",
     "PrimalAttention",
     "PrimalFormer",
     "PrimalTransformer",

@@ -25,6 +25,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..formulations import Formulation
 from ..losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss
 from ..operators import LinearOperator
 from ..penalties import Penalty
@@ -38,7 +39,28 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class ConvexEstimator(BaseEstimator):
-    """Shared fit/predict machinery. Subclasses define the head (operator + penalty) and the task."""
+    """Shared fit/predict machinery. Subclasses define the head (operator + penalty) and the task.
+
+    ``_family`` names the estimator's formulation family (:mod:`attnduality.convex.formulations`) and
+    ``_params_of`` maps a formulation to the estimator's parameters, so that :meth:`from_formulation` builds the
+    estimator of any registered head.
+    """
+
+    _family = ""
+    _kind_param: str | None = None
+    """the parameter that holds the formulation's kind (None: the family has one kind)"""
+
+    @classmethod
+    def _params_of(cls, form: Formulation) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_formulation(cls, form: Formulation, **params: Any) -> ConvexEstimator:
+        """The estimator of this class for ``form`` (its kind and options); ``params`` set the other parameters and
+        override the formulation's."""
+        if form.family != cls._family:
+            raise ValueError(f"{cls.__name__} fits the {cls._family!r} heads, not {form.name!r}")
+        return cls(**{**cls._params_of(form), **params})
 
     # --- parameters -------------------------------------------------------------------------------------
     def _check_params(self) -> None:

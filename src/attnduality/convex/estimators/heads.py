@@ -21,7 +21,9 @@ with the operator ``A`` of :mod:`attnduality.convex.operators.attention` / ``.mi
   optimum over these patterns, ``≥ objective_``); ``predict`` and :meth:`to_module` use the ReLU head. The exact
   cone-constrained nuclear norm of Thm 3.3 is NP-hard to evaluate and is not solved directly.
 
-Gates are i.i.d. standard Gaussian, drawn by the operator modules' samplers from ``random_state`` in float64 and then
+Each estimator is a face over its formulation (:mod:`attnduality.convex.formulations`), which owns the gates,
+masks, operator, penalty and twin; the fitted ``formulation_`` is that object, bound to the data's shapes.
+Gates are i.i.d. standard Gaussian, drawn by the formulation's sampler from ``random_state`` in float64 and then
 cast (so float32 and float64 fits share them); gates whose 0/1 masks on the training set are all zero or repeat an
 earlier gate's masks are dropped (identical masks give identical blocks of the program), and ``gates_`` holds the
 gates kept. Gates are part of the model: test-time masks are recomputed from them.
@@ -39,8 +41,6 @@ feature would enter the attention scores and masks, not act as an intercept), so
 
 from __future__ import annotations
 
-import hashlib
-import math
 import numbers
 from typing import Any
 
@@ -50,30 +50,16 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from ...nn.attention_heads import ReLUAttentionHead
+from ..formulations import Formulation, get_formulation
 from ..losses import Loss
 from ..operators import LinearOperator
-from ..operators.attention import (
-    GatedAttentionOperator,
-    LinearAttentionOperator,
-    attention_masks,
-    sample_attention_gates,
-)
-from ..operators.fno import FNOOperator, GatedFNOOperator, fno_masks, sample_fno_gates
-from ..operators.mixer import GatedMixerOperator, LinearMixerOperator, mixer_masks, sample_mixer_gates
-from ..penalties import BlockNuclearNorm, NuclearNorm, Penalty
+from ..penalties import Penalty
 from ..recovery import regularized_objective
-from ..recovery_attention import (
-    gated_attention_to_module,
-    gated_fno_to_module,
-    gated_mixer_to_module,
-    linear_attention_to_module,
-    linear_fno_to_module,
-    linear_mixer_to_module,
-    relu_attention_from_gated,
-)
 from .base import ClassifierTask, ConvexEstimator, RegressorTask
 
 __all__ = [
+    "FormulationClassifier",
+    "FormulationRegressor",
     "ConvexAttentionClassifier",
     "ConvexAttentionRegressor",
     "ConvexFNOClassifier",
@@ -82,31 +68,35 @@ __all__ = [
     "ConvexMixerRegressor",
 ]
 
-_KINDS = ("linear", "gated_relu")
-_MASK_CHUNK = 1 << 22  # mask entries per chunk when deduplicating gates
+
+_RELU_NA = {"mixer": "MLP-Mixer head, Sahiner et al. Thm 4.2", "fno": "FNO head, Sahiner et al. Thm 4.5/4.8"}
 
 
 class _TokenHead(ConvexEstimator):
-    """Shared machinery of the token heads: 3-D input validation, gates, operator, penalty, prediction, recovery.
+    """Shared machinery of the token heads: 3-D input validation, gates, prediction and recovery, all through the
+    head's :class:`~attnduality.convex.formulations.Formulation` (subclasses name its ``_family`` and options)."""
 
-    Subclasses set :attr:`_head_name` and :attr:`_gate_axis` and define :meth:`_gate_shape`, :meth:`_sample_gates`,
-    :meth:`_masks`, :meth:`_operator`, :meth:`_linear_penalty`, :meth:`_n_outputs` and :meth:`_recover`.
-    """
-
-    _head_name = "head"
-    _kinds: tuple[str, ...] = _KINDS
-    _gate_axis = 0  # the axis of the gate tensor that indexes gates
+    _family = ""
+    _kind_param = "kind"
 
     # --- parameters -------------------------------------------------------------------------------------
+    def _formulation_options(self) -> dict[str, Any]:
+        """The formulation's options taken from this estimator's parameters."""
+        return {}
+
+    def _formulation(self) -> Formulation:
+        """The (unbound) formulation of the current parameters; ``ValueError`` for bad ones."""
+        return get_formulation(self._family, kind=self.kind, **self._formulation_options())
+
+    @classmethod
+    def _params_of(cls, form: Formulation) -> dict[str, Any]:
+        return {"kind": form.kind, **form.options()}
+
     def _check_params(self) -> None:
         super()._check_params()
-        if self.kind == "relu" and "relu" not in self._kinds:
-            raise ValueError(
-                f"kind='relu' is not available for the {self._head_name} (the paper convexifies its ReLU form only "
-                "through gated masks here); use kind='gated_relu' (ReLU masks from fixed random gates) or kind='linear'"
-            )
-        if self.kind not in self._kinds:
-            raise ValueError(f"kind must be one of {self._kinds}, got {self.kind!r}")
+        if not isinstance(self.kind, str):
+            raise ValueError(f"kind must be a string, got {self.kind!r}")
+        self._formulation()
 
     # --- input validation (3-D token arrays) ------------------------------------------------------------
     def _check_tokens(self, X: Any) -> np.ndarray:
@@ -141,108 +131,47 @@ class _TokenHead(ConvexEstimator):
     def _features(self, x: np.ndarray) -> torch.Tensor:
         return self._tensor(x)
 
-    # --- family hooks -------------------------------------------------------------------------------------
-    def _check_shapes(self, n_tokens: int, n_features: int, n_outputs: int) -> None:
-        """Family-specific checks that need the data shapes (e.g. FNO groups and grid)."""
-
-    def _gate_shape(self, n_tokens: int, n_features: int) -> tuple[int, ...]:
-        """The gate tensor's shape with ``-1`` on the gate axis."""
-        raise NotImplementedError
-
-    def _gate_shape_doc(self) -> str:
-        raise NotImplementedError
-
-    def _sample_gates(self, n_tokens: int, n_features: int, n_gates: int, seed: int) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _masks(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """The gates' 0/1 masks on ``x`` as (n, m, …) (gate axis second)."""
-        raise NotImplementedError
-
-    def _operator(self, x: torch.Tensor, gates: torch.Tensor | None, n_outputs: int) -> LinearOperator:
-        raise NotImplementedError
-
-    def _linear_penalty(self) -> Penalty:
-        return NuclearNorm()
-
-    def _n_outputs(self) -> int:
-        raise NotImplementedError
-
-    def _recover(self, z: torch.Tensor, gates: torch.Tensor | None) -> torch.nn.Module:
-        raise NotImplementedError
+    def _store_options(self, form: Formulation) -> None:
+        """Fitted attributes of the family's options (e.g. ``scale_``)."""
 
     # --- gates ----------------------------------------------------------------------------------------------
-    def _gates(self, xt: torch.Tensor) -> torch.Tensor:
+    def _gates(self, form: Formulation, xt: torch.Tensor) -> torch.Tensor:
         s, d = int(xt.shape[1]), int(xt.shape[2])
-        expected = self._gate_shape(s, d)
         if self.gates is not None:
-            gates = np.asarray(self.gates, dtype=np.float64)
-            ok = gates.ndim == len(expected) and all(
-                (g >= 1) if e == -1 else (g == e) for g, e in zip(gates.shape, expected, strict=True)
-            )
-            if not ok:
-                desc = "(" + ", ".join("m" if e == -1 else str(e) for e in expected) + ")"
-                raise ValueError(
-                    f"gates must be an array of shape {desc}, i.e. {self._gate_shape_doc()}, with m >= 1 gates; got "
-                    f"shape {gates.shape}"
-                )
-            if not np.isfinite(gates).all():
-                raise ValueError("gates contain NaN or inf")
-            g = self._tensor(gates)
+            g = self._tensor(form.check_gates(self.gates, s, d))
         else:
             if not isinstance(self.n_gates, numbers.Integral) or isinstance(self.n_gates, bool) or self.n_gates < 1:
                 raise ValueError(f"n_gates must be an integer >= 1, got {self.n_gates!r}")
             seed = check_random_state(self.random_state).randint(0, 2**31 - 1)
-            # sampled in float64 so that float32 and float64 fits share the same gates
-            g = self._sample_gates(s, d, int(self.n_gates), seed).to(dtype=xt.dtype, device=xt.device)
-        keep = self._distinct_gates(xt, g)
-        idx = torch.as_tensor(keep if keep else [0], dtype=torch.long, device=g.device)
-        return g.index_select(self._gate_axis, idx)
-
-    def _distinct_gates(self, xt: torch.Tensor, gates: torch.Tensor) -> list[int]:
-        """Indices of the gates whose masks on the training set are not all zero and differ from every earlier
-        gate's (first occurrence kept, order preserved); masks are hashed chunk by chunk, never stored whole."""
-        m, n = int(gates.shape[self._gate_axis]), int(xt.shape[0])
-        per_sample = max(1, self._masks(xt[:1], gates).numel())
-        chunk = max(1, _MASK_CHUNK // per_sample)
-        hashers = [hashlib.sha256() for _ in range(m)]
-        active = np.zeros(m, dtype=bool)
-        for lo in range(0, n, chunk):
-            masks = self._masks(xt[lo : lo + chunk], gates).transpose(0, 1).reshape(m, -1)
-            masks = (masks != 0).cpu().numpy()
-            active |= masks.any(axis=1)
-            for j in range(m):
-                hashers[j].update(np.packbits(masks[j]).tobytes())
-        keep: list[int] = []
-        seen: set[bytes] = set()
-        for j in range(m):
-            key = hashers[j].digest()
-            if active[j] and key not in seen:
-                seen.add(key)
-                keep.append(j)
-        return keep
+            g = form.sample_gates(s, d, int(self.n_gates), seed).to(dtype=xt.dtype, device=xt.device)
+        return form.distinct_gates(xt, g)
 
     # --- the convex program ---------------------------------------------------------------------------------
     def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
-        self._check_shapes(int(xt.shape[1]), int(xt.shape[2]), n_outputs)
-        if self.kind == "linear":
-            self.gates_ = None
-            return self._operator(xt, None, n_outputs), self._linear_penalty()
-        gates = self._gates(xt)
-        self.gates_ = gates.cpu().numpy()
-        return self._operator(xt, gates, n_outputs), BlockNuclearNorm()
+        form = self._formulation().bind(int(xt.shape[1]), int(xt.shape[2]), n_outputs)
+        self.formulation_ = form
+        self._store_options(form)
+        gates = self._gates(form, xt) if form.gated else None
+        self.gates_ = None if gates is None else gates.cpu().numpy()
+        return form.operator(xt, gates, n_outputs), form.penalty(xt, gates)
+
+    def _n_outputs(self) -> int:
+        return self.formulation_.n_outputs(self.coef_.shape, self.n_features_in_)
 
     def _raw_predict(self, xt: torch.Tensor) -> torch.Tensor:
         gates = None if self.gates_ is None else self._tensor(self.gates_)
-        return self._operator(xt, gates, self._n_outputs()).forward(self._tensor(self.coef_))
+        return self.formulation_.operator(xt, gates, self._n_outputs()).forward(self._tensor(self.coef_))
+
+    def _recover(self) -> torch.nn.Module:
+        gates = None if self.gates_ is None else torch.as_tensor(self.gates_)
+        return self.formulation_.to_module(torch.as_tensor(self.coef_), gates, self.n_tokens_in_, self.n_features_in_)
 
     def to_module(self) -> torch.nn.Module:
         """The equivalent non-convex multi-head network (one head per nonzero singular value of each lifted block,
         blocks with fewer heads padded with zero heads): its outputs equal the convex model's and
         ``loss + β · module.weight_decay()`` equals ``objective_``."""
         check_is_fitted(self, "coef_")
-        gates = None if self.gates_ is None else torch.as_tensor(self.gates_)
-        return self._recover(torch.as_tensor(self.coef_), gates).to(dtype=self._torch_dtype)
+        return self._recover().to(dtype=self._torch_dtype)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -255,51 +184,24 @@ class _TokenHead(ConvexEstimator):
 # Self-attention
 # ----------------------------------------------------------------------------------------------------------------
 class _AttentionHead(_TokenHead):
-    """Linear self-attention (Thm 3.1, ``Z`` (d², d·c), nuclear norm) or gated-ReLU self-attention (gates ``U_j``
-    (d, d), token-pair masks ``1{x_tᵀ U_j x_t' ≥ 0}``, ``Z`` (m, d², d·c), block nuclear norm)."""
+    """Self-attention heads (:class:`~attnduality.convex.formulations.AttentionFormulation`)."""
 
-    _head_name = "self-attention head, Sahiner et al. Thm 3.3"
-    _kinds = ("linear", "gated_relu", "relu")
+    _family = "attention"
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if (
-            not isinstance(self.scale, numbers.Real)
-            or isinstance(self.scale, bool)
-            or not math.isfinite(self.scale)
-            or self.scale <= 0
-        ):
-            raise ValueError(f"scale must be a finite number > 0, got {self.scale!r}")
+    def _formulation_options(self) -> dict[str, Any]:
+        return {"scale": self.scale}
 
-    def _check_shapes(self, n_tokens: int, n_features: int, n_outputs: int) -> None:
+    def _store_options(self, form: Formulation) -> None:
         self.scale_ = float(self.scale)  # the scale of the fitted model (used by predict and to_module)
-
-    def _gate_shape(self, n_tokens: int, n_features: int) -> tuple[int, ...]:
-        return (-1, n_features, n_features)
-
-    def _gate_shape_doc(self) -> str:
-        return "(m, d, d) with d = n_features"
-
-    def _sample_gates(self, n_tokens: int, n_features: int, n_gates: int, seed: int) -> torch.Tensor:
-        return sample_attention_gates(n_features, n_gates, seed, torch.float64)
-
-    def _masks(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        return attention_masks(x, gates)
-
-    def _operator(self, x: torch.Tensor, gates: torch.Tensor | None, n_outputs: int) -> LinearOperator:
-        if gates is None:
-            return LinearAttentionOperator(x, n_outputs, scale=self.scale_)
-        return GatedAttentionOperator(x, gates, n_outputs, scale=self.scale_)
-
-    def _n_outputs(self) -> int:
-        return self.coef_.shape[-1] // self.n_features_in_
 
     def _fit_targets(self, x: np.ndarray, loss: Loss, n_outputs: int) -> None:
         super()._fit_targets(x, loss, n_outputs)
         if self.kind != "relu":
             return
         xt = self._features(x)
-        twin = relu_attention_from_gated(self._tensor(self.coef_), self._tensor(self.gates_), xt, scale=self.scale_)
+        twin = self.formulation_.to_module(
+            self._tensor(self.coef_), self._tensor(self.gates_), self.n_tokens_in_, self.n_features_in_, x=xt
+        )
         self.relu_w1_ = twin.w1.detach().cpu().numpy()
         self.relu_w2_ = twin.w2.detach().cpu().numpy()
         with torch.no_grad():
@@ -314,12 +216,8 @@ class _AttentionHead(_TokenHead):
         with torch.no_grad():
             return self._relu_head().to(dtype=xt.dtype, device=xt.device)(xt)
 
-    def _recover(self, z: torch.Tensor, gates: torch.Tensor | None) -> torch.nn.Module:
-        if self.kind == "relu":
-            return self._relu_head()
-        if gates is None:
-            return linear_attention_to_module(z, scale=self.scale_)
-        return gated_attention_to_module(z, gates, scale=self.scale_)
+    def _recover(self) -> torch.nn.Module:
+        return self._relu_head() if self.kind == "relu" else super()._recover()
 
 
 _ATTENTION_DOC = """
@@ -456,35 +354,18 @@ class ConvexAttentionClassifier(ClassifierTask, _AttentionHead):
 # MLP-Mixer
 # ----------------------------------------------------------------------------------------------------------------
 class _MixerHead(_TokenHead):
-    """Linear MLP-Mixer (Thm 4.1, ``Z`` (s², d·c), nuclear norm) or gated-ReLU Mixer (gates ``U_j`` (s, s), masks
-    ``1{U_j X ≥ 0}`` (s, d), ``Z`` (m, s², d·c), block nuclear norm)."""
+    """MLP-Mixer heads (:class:`~attnduality.convex.formulations.MixerFormulation`)."""
 
-    _head_name = "MLP-Mixer head, Sahiner et al. Thm 4.2"
+    _family = "mixer"
 
-    def _gate_shape(self, n_tokens: int, n_features: int) -> tuple[int, ...]:
-        return (-1, n_tokens, n_tokens)
-
-    def _gate_shape_doc(self) -> str:
-        return "(m, s, s) with s = n_tokens"
-
-    def _sample_gates(self, n_tokens: int, n_features: int, n_gates: int, seed: int) -> torch.Tensor:
-        return sample_mixer_gates(n_tokens, n_gates, seed, torch.float64)
-
-    def _masks(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        return mixer_masks(x, gates)
-
-    def _operator(self, x: torch.Tensor, gates: torch.Tensor | None, n_outputs: int) -> LinearOperator:
-        if gates is None:
-            return LinearMixerOperator(x, n_outputs)
-        return GatedMixerOperator(x, gates, n_outputs)
-
-    def _n_outputs(self) -> int:
-        return self.coef_.shape[-1] // self.n_features_in_
-
-    def _recover(self, z: torch.Tensor, gates: torch.Tensor | None) -> torch.nn.Module:
-        if gates is None:
-            return linear_mixer_to_module(z, self.n_features_in_)
-        return gated_mixer_to_module(z, gates, self.n_features_in_)
+    def _check_params(self) -> None:
+        if self.kind == "relu":
+            raise ValueError(
+                f"kind='relu' is not available for the {_RELU_NA['mixer']} (the paper convexifies its ReLU form only "
+                "through gated masks here); use kind='gated_relu' (ReLU masks from fixed random gates) or "
+                "kind='linear'"
+            )
+        super()._check_params()
 
 
 _MIXER_DOC = """
@@ -587,67 +468,24 @@ class ConvexMixerClassifier(ClassifierTask, _MixerHead):
 # (B-)FNO
 # ----------------------------------------------------------------------------------------------------------------
 class _FNOHead(_TokenHead):
-    """Linear (B-)FNO (Thm 4.4/4.7, ``Z`` (B, s·d/B, c/B), ``Σ_b ‖Z_b‖_*``) or gated-ReLU (B-)FNO (gates (B, m, s,
-    d/B), masks ``1{circ(X^{(b)}) u_bj ≥ 0}``, ``Z`` (B, m, s·d/B, c/B), block nuclear norm)."""
+    """(B-)FNO heads (:class:`~attnduality.convex.formulations.FNOFormulation`)."""
 
-    _head_name = "FNO head, Sahiner et al. Thm 4.5/4.8"
-    _gate_axis = 1
+    _family = "fno"
 
     def _check_params(self) -> None:
-        super()._check_params()
-        if not isinstance(self.blocks, numbers.Integral) or isinstance(self.blocks, bool) or self.blocks < 1:
-            raise ValueError(f"blocks must be an integer >= 1, got {self.blocks!r}")
-        if self.grid is not None:
-            grid = np.asarray(self.grid)
-            if (
-                grid.ndim != 1
-                or grid.size < 1
-                or grid.dtype.kind not in "iu"
-                or bool((grid < 1).any())
-                or any(isinstance(v, bool) for v in np.ravel(self.grid))
-            ):
-                raise ValueError(f"grid must be None or a sequence of positive integers, got {self.grid!r}")
-
-    def _check_shapes(self, n_tokens: int, n_features: int, n_outputs: int) -> None:
-        grid = (n_tokens,) if self.grid is None else tuple(int(v) for v in self.grid)
-        if math.prod(grid) != n_tokens:
-            raise ValueError(f"grid {grid} has {math.prod(grid)} tokens but X has n_tokens = {n_tokens}")
-        b = int(self.blocks)
-        if n_features % b or n_outputs % b:
+        if self.kind == "relu":
             raise ValueError(
-                f"blocks={b} must divide both the number of features d = {n_features} and the number of outputs "
-                f"c = {n_outputs} (c = the number of target columns for regression, the number of classes for "
-                "classification, 1 with loss='logistic')"
+                f"kind='relu' is not available for the {_RELU_NA['fno']} (the paper convexifies its ReLU form only "
+                "through gated masks here); use kind='gated_relu' (ReLU masks from fixed random gates) or "
+                "kind='linear'"
             )
-        self.grid_, self.blocks_ = grid, b
+        super()._check_params()
 
-    def _gate_shape(self, n_tokens: int, n_features: int) -> tuple[int, ...]:
-        return (self.blocks_, -1, n_tokens, n_features // self.blocks_)
+    def _formulation_options(self) -> dict[str, Any]:
+        return {"blocks": self.blocks, "grid": self.grid}
 
-    def _gate_shape_doc(self) -> str:
-        return "(B, m, s, d/B) with B = blocks, s = n_tokens, d = n_features"
-
-    def _sample_gates(self, n_tokens: int, n_features: int, n_gates: int, seed: int) -> torch.Tensor:
-        return sample_fno_gates(n_tokens, n_features, n_gates, seed, groups=self.blocks_, dtype=torch.float64)
-
-    def _masks(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        return fno_masks(x, gates, self.grid_).transpose(1, 2)  # (n, m, B, s)
-
-    def _operator(self, x: torch.Tensor, gates: torch.Tensor | None, n_outputs: int) -> LinearOperator:
-        if gates is None:
-            return FNOOperator(x, n_outputs, groups=self.blocks_, grid=self.grid_)
-        return GatedFNOOperator(x, gates, n_outputs, grid=self.grid_)
-
-    def _linear_penalty(self) -> Penalty:
-        return BlockNuclearNorm()  # Σ_b ‖Z_b‖_* over the B groups (the nuclear norm when B = 1)
-
-    def _n_outputs(self) -> int:
-        return int(self.coef_.shape[0]) * int(self.coef_.shape[-1])
-
-    def _recover(self, z: torch.Tensor, gates: torch.Tensor | None) -> torch.nn.Module:
-        if gates is None:
-            return linear_fno_to_module(z, self.n_tokens_in_, self.grid_)
-        return gated_fno_to_module(z, gates, self.grid_)
+    def _store_options(self, form: Formulation) -> None:
+        self.grid_, self.blocks_ = form.grid, int(form.blocks)
 
 
 _FNO_DOC = """
@@ -747,6 +585,117 @@ class ConvexFNOClassifier(ClassifierTask, _FNOHead):
         self.kind = kind
         self.blocks = blocks
         self.grid = grid
+        self.n_gates = n_gates
+        self.gates = gates
+        self.beta = beta
+        self.loss = loss
+        self.tol = tol
+        self.max_iter = max_iter
+        self.max_time = max_time
+        self.solver = solver
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Any registered token formulation
+# ----------------------------------------------------------------------------------------------------------------
+class _FormulationHead(_TokenHead):
+    """A token head given by its formulation (a registry name or a :class:`Formulation` object)."""
+
+    _family = "*"
+    _kind_param = None
+
+    def _formulation(self) -> Formulation:
+        form = self.formulation
+        if isinstance(form, str):
+            form = get_formulation(form)
+        if not isinstance(form, Formulation):
+            raise ValueError(f"formulation must be a registry name or a Formulation, got {form!r}")
+        if not form.tokens:
+            raise ValueError(f"{form.name} reads (N, d) feature rows, not token arrays; use its own estimator")
+        return form
+
+    def _check_params(self) -> None:
+        ConvexEstimator._check_params(self)
+        self._formulation()
+
+
+_FORMULATION_DOC = """
+
+    Parameters
+    ----------
+    formulation : str or Formulation
+        A registry name (``"mixer/gated_relu"``, see :func:`~attnduality.convex.formulations.formulation_names`) or
+        a formulation object with its options, e.g. ``get_formulation("fno/linear", blocks=2)``.
+    n_gates, gates, beta, loss, tol, max_iter, max_time, solver, random_state, device, dtype, verbose
+        As for :class:`ConvexAttentionRegressor`; ``gates`` has the formulation's gate shape.
+
+    The family estimators (:class:`ConvexAttentionClassifier`, …) are the same machinery with their options as
+    parameters; this one fits any registered token formulation, including one added outside the library.
+    """
+
+
+class FormulationRegressor(RegressorTask, _FormulationHead):
+    """Convex token head of any registered formulation, for regression (squared loss)."""
+
+    __doc__ = (__doc__ or "") + _FORMULATION_DOC
+
+    def __init__(
+        self,
+        formulation: str | Formulation = "attention/gated_relu",
+        n_gates: int = 5,
+        gates: np.ndarray | None = None,
+        beta: float = 1e-3,
+        loss: str = "squared",
+        tol: float = 1e-6,
+        max_iter: int = 10_000,
+        max_time: float | None = None,
+        solver: str = "auto",
+        random_state: int | None = None,
+        device: str = "cpu",
+        dtype: str = "float64",
+        verbose: int = 0,
+    ) -> None:
+        self.formulation = formulation
+        self.n_gates = n_gates
+        self.gates = gates
+        self.beta = beta
+        self.loss = loss
+        self.tol = tol
+        self.max_iter = max_iter
+        self.max_time = max_time
+        self.solver = solver
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
+
+
+class FormulationClassifier(ClassifierTask, _FormulationHead):
+    """Convex token head of any registered formulation, for classification (cross-entropy, logistic or squared)."""
+
+    __doc__ = (__doc__ or "") + _FORMULATION_DOC
+
+    def __init__(
+        self,
+        formulation: str | Formulation = "attention/gated_relu",
+        n_gates: int = 5,
+        gates: np.ndarray | None = None,
+        beta: float = 1e-3,
+        loss: str = "cross_entropy",
+        tol: float = 1e-6,
+        max_iter: int = 10_000,
+        max_time: float | None = None,
+        solver: str = "auto",
+        random_state: int | None = None,
+        device: str = "cpu",
+        dtype: str = "float64",
+        verbose: int = 0,
+    ) -> None:
+        self.formulation = formulation
         self.n_gates = n_gates
         self.gates = gates
         self.beta = beta

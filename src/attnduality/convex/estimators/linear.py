@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from ..operators import DenseOperator, LinearOperator
-from ..penalties import NuclearNorm, Penalty
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from ..formulations import Formulation, LinearFormulation
+from ..operators import LinearOperator
+from ..penalties import Penalty
 from .base import ClassifierTask, ConvexEstimator, RegressorTask
 
 __all__ = ["NuclearNormClassifier", "NuclearNormRegressor"]
@@ -14,11 +18,27 @@ __all__ = ["NuclearNormClassifier", "NuclearNormRegressor"]
 class _LinearHead(ConvexEstimator):
     """``min_W (1/N) Σ L(x_iᵀ W, y_i) + β ‖W‖_*`` (Sahiner et al. eq. (6)): the papers' linear head."""
 
+    _family = "linear"
+
+    @classmethod
+    def _params_of(cls, form: Formulation) -> dict[str, Any]:
+        return {"fit_intercept": bool(form.bias)}
+
     def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
-        return DenseOperator(xt, n_outputs), NuclearNorm()
+        form = LinearFormulation(bias=bool(self.fit_intercept))
+        self.formulation_ = form
+        return form.operator(xt, None, n_outputs), form.penalty(xt, None)
 
     def _raw_predict(self, xt: torch.Tensor) -> torch.Tensor:
         return xt @ self._tensor(self.coef_)
+
+    def to_module(self) -> torch.nn.Module:
+        """The equivalent two-layer linear network (one hidden unit per nonzero singular value of ``coef_``): its
+        outputs equal the convex model's and ``loss + β · module.weight_decay()`` equals ``objective_``."""
+        check_is_fitted(self, "coef_")
+        return self.formulation_.to_module(torch.as_tensor(self.coef_), None, 1, int(self.coef_.shape[0])).to(
+            dtype=self._torch_dtype
+        )
 
 
 class NuclearNormClassifier(ClassifierTask, _LinearHead):

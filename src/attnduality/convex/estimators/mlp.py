@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ...nn.heads import ReLUMLP
-from ..arrangements import gate_masks, sample_gates, unique_gates
+from ..formulations import Formulation, MLPFormulation
 from ..losses import Loss
-from ..operators import GatedMLPOperator, LinearOperator, ReLUMLPOperator
-from ..penalties import BlockNuclearNorm, ConeGroupL2, Penalty
-from ..recovery import gated_mlp_to_module, relu_mlp_to_module
+from ..operators import LinearOperator
+from ..penalties import ConeGroupL2, Penalty
 from ..solvers import SolveResult
 from .base import ClassifierTask, ConvexEstimator, RegressorTask
 
@@ -27,36 +26,35 @@ class _MLPHead(ConvexEstimator):
     """Convex two-layer network: gated ReLU (eq. (8), block nuclear norm) or ReLU (eq. (5), cone-constrained
     group norm with one group per neuron and output column; FISTA with an exact prox by cone projection)."""
 
-    def _gates(self, xt: torch.Tensor) -> torch.Tensor:
+    _family = "mlp"
+    _kind_param = "activation"
+
+    @classmethod
+    def _params_of(cls, form: Formulation) -> dict[str, Any]:
+        return {"activation": form.kind, "fit_intercept": bool(form.bias)}
+
+    def _formulation(self) -> MLPFormulation:
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
+        return MLPFormulation(kind=self.activation, bias=bool(self.fit_intercept))
+
+    def _gates(self, form: MLPFormulation, xt: torch.Tensor) -> torch.Tensor:
         d = xt.shape[1]
         if self.gates is not None:
-            gates = np.asarray(self.gates, dtype=np.float64)
-            if gates.ndim != 2 or gates.shape[0] != d or gates.shape[1] < 1:
-                raise ValueError(
-                    f"gates must be a ({d}, P) array with P >= 1 (d = n_features"
-                    f"{' + 1 for the intercept' if self.fit_intercept else ''}), got shape {gates.shape}"
-                )
-            if not np.isfinite(gates).all():
-                raise ValueError("gates contain NaN or inf")
-            g = self._tensor(gates)
+            g = self._tensor(form.check_gates(self.gates, 1, d))
         else:
             if not isinstance(self.n_gates, numbers.Integral) or self.n_gates < 1:
                 raise ValueError(f"n_gates must be an integer >= 1, got {self.n_gates!r}")
             seed = check_random_state(self.random_state).randint(0, 2**31 - 1)
-            # sampled in float64 so that float32 and float64 fits share the same gates
-            g = sample_gates(d, int(self.n_gates), seed, torch.float64).to(dtype=xt.dtype, device=xt.device)
-        kept = unique_gates(xt, g)
-        return kept if kept.shape[1] > 0 else g[:, :1]
+            g = form.sample_gates(1, d, int(self.n_gates), seed).to(dtype=xt.dtype, device=xt.device)
+        return form.distinct_gates(xt, g)
 
     def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
-        gates = self._gates(xt)
+        form = self._formulation()
+        self.formulation_ = form
+        gates = self._gates(form, xt)
         self.gates_ = gates.cpu().numpy()
-        masks = gate_masks(xt, gates)
-        if self.activation == "relu":
-            return ReLUMLPOperator(xt, masks, n_outputs), ConeGroupL2(xt, masks)
-        return GatedMLPOperator(xt, masks, n_outputs), BlockNuclearNorm()
+        return form.operator(xt, gates, n_outputs), form.penalty(xt, gates)
 
     def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
         result = super()._solve(loss, operator, penalty)
@@ -78,19 +76,15 @@ class _MLPHead(ConvexEstimator):
             p, d, c = v.shape[1:]
             xv = (xt @ v.permute(0, 2, 1, 3).reshape(2, d, p * c)).view(2, -1, p, c)
             return (torch.relu(xv[0]) - torch.relu(xv[1])).sum(1)
-        gates = self._tensor(self.gates_)
-        op = GatedMLPOperator(xt, gate_masks(xt, gates), self.coef_.shape[-1])
+        op = self.formulation_.operator(xt, self._tensor(self.gates_), self.coef_.shape[-1])
         return op.forward(self._tensor(self.coef_))
 
     def to_module(self) -> torch.nn.Module:
         """The equivalent non-convex two-layer network (dead neurons pruned): its predictions equal the convex
         model's, and ``loss + β · module.weight_decay()`` equals ``objective_``."""
         check_is_fitted(self, "coef_")
-        if self.activation == "relu":
-            v = torch.as_tensor(self.cone_coef_)
-            module: ReLUMLP = relu_mlp_to_module(v[0], v[1], bias=self.fit_intercept)
-        else:
-            module = gated_mlp_to_module(torch.as_tensor(self.coef_), torch.as_tensor(self.gates_), self.fit_intercept)
+        z = self.cone_coef_ if self.activation == "relu" else self.coef_
+        module = self.formulation_.to_module(torch.as_tensor(z), torch.as_tensor(self.gates_), 1, self.gates_.shape[0])
         return module.to(dtype=self._torch_dtype)
 
 
