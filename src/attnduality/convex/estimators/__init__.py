@@ -3,21 +3,15 @@
 from typing import Any
 
 from ..formulations import Formulation, get_formulation
+from .attention import ConvexAttentionClassifier, ConvexAttentionRegressor
 from .base import ClassifierTask, ConvexEstimator, RegressorTask
 from .checks import check_formulation
-from .heads import (
-    ConvexAttentionClassifier,
-    ConvexAttentionRegressor,
-    ConvexFNOClassifier,
-    ConvexFNORegressor,
-    ConvexMixerClassifier,
-    ConvexMixerRegressor,
-    FormulationClassifier,
-    FormulationRegressor,
-)
+from .fno import ConvexFNOClassifier, ConvexFNORegressor
 from .linear import NuclearNormClassifier, NuclearNormRegressor
+from .mixer import ConvexMixerClassifier, ConvexMixerRegressor
 from .mlp import ConvexMLPClassifier, ConvexMLPRegressor
 from .token_lasso import TokenLassoClassifier, TokenLassoRegressor, TokenPath
+from .tokens import FormulationClassifier, FormulationRegressor
 
 _FORMULATION_ESTIMATORS: dict[str, tuple[type[ConvexEstimator], type[ConvexEstimator]]] = {
     cls._family: (cls, reg)
