@@ -1,6 +1,6 @@
 """Convex solve (our FISTA) vs full-batch Adam on the non-convex gated-ReLU twin, at the same β.
 
-The non-convex model is :class:`attnduality.nn.heads.GatedReLUMLP` with the same gates as the convex program and a
+The non-convex model is :class:`attnduality.nn.mlp_twins.GatedReLUMLP` with the same gates as the convex program and a
 random initialisation; its objective is ``(1/2N)‖f(X) − y‖² + β · module.weight_decay()`` with
 ``weight_decay = ½(‖W1‖² + ‖w2‖²)``, whose minimum over the factorisation equals the convex optimum
 ``min_Z (1/2N)‖Σ_j D_j X Z_j − y‖² + β Σ_j ‖Z_j‖_2``. Adam runs full batch for a fixed time budget at several
@@ -43,7 +43,7 @@ from _common import (
     write_json,
 )
 from attnduality.convex.losses import SquaredLoss
-from attnduality.nn.heads import GatedReLUMLP
+from attnduality.nn.mlp_twins import GatedReLUMLP
 
 NAME = "bench_adam"
 

@@ -12,7 +12,7 @@ For each head:
   (objective at every certificate check, i.e. every 10 FISTA iterations), shifted by the setup time (input checks,
   gate deduplication and the operator's cached features: the fit's wall time minus ``solve_time_``), so times are
   measured from the call to ``fit``. The certified lower bound is ``certificate_.dual``.
-* **Adam**: the twin of :mod:`attnduality.nn.attention_heads` with the same (deduplicated) gates and scale and
+* **Adam**: the twin of :mod:`attnduality.nn.token_twins` with the same (deduplicated) gates and scale and
   ``h`` heads per gate, ``h`` = the largest rank of a block of the convex solution (``to_module()``'s head count;
   ``--extra-heads`` adds more), from a random init scaled so that the initial logits have unit standard deviation.
   Its objective is the estimator's: ``CrossEntropyLoss.value(module(X)) + β · module.weight_decay()``; full batch,
@@ -59,7 +59,7 @@ from _common import (
 )
 from attnduality.convex import Formulation, get_formulation, make_estimator
 from attnduality.convex.losses import CrossEntropyLoss
-from attnduality.nn.attention_heads import (
+from attnduality.nn.token_twins import (
     GatedAttentionHead,
     GatedFNOHead,
     GatedMixerHead,

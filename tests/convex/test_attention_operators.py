@@ -55,7 +55,7 @@ from attnduality.convex.recovery_attention import (
     mixer_weights_to_z,
 )
 from attnduality.convex.solvers import SemismoothNewton
-from attnduality.nn.attention_heads import (
+from attnduality.nn.token_twins import (
     GatedAttentionHead,
     GatedFNOHead,
     GatedMixerHead,

@@ -38,7 +38,7 @@ from attnduality.convex.recovery_attention import (
     cone_split,
     relu_attention_from_gated,
 )
-from attnduality.nn.attention_heads import GatedAttentionHead, GatedFNOHead, LinearMixerHead, ReLUAttentionHead
+from attnduality.nn.token_twins import GatedAttentionHead, GatedFNOHead, LinearMixerHead, ReLUAttentionHead
 
 N, S = 20, 4
 TOL = 1e-8

@@ -41,7 +41,7 @@ from attnduality.convex import (
 )
 from attnduality.convex.operators.token import project_row_stochastic_cone, token_gate_masks
 from attnduality.convex.recovery_token import attention_to_module, heads_needed, printed_prop1_map, token_support
-from attnduality.nn.convex_attention import AttentionGatedFCNet, AttentionOnlyNet, SequenceAttentionNet
+from attnduality.nn.token_lasso_twins import AttentionGatedFCNet, AttentionOnlyNet, SequenceAttentionNet
 
 N, n, d = 24, 4, 3
 TOL = 1e-9

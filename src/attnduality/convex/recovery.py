@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..nn.heads import GatedReLUMLP, LinearMLP, ReLUMLP
+from ..nn.mlp_twins import GatedReLUMLP, LinearMLP, ReLUMLP
 from .losses import Loss
 
 __all__ = ["gated_mlp_to_module", "linear_to_module", "regularized_objective", "relu_mlp_to_module"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..nn.attention_heads import (
+from ..nn.token_twins import (
     GatedAttentionHead,
     GatedFNOHead,
     GatedMixerHead,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..nn.convex_attention import AttentionGatedFCNet, AttentionOnlyNet, SequenceAttentionNet
+from ..nn.token_lasso_twins import AttentionGatedFCNet, AttentionOnlyNet, SequenceAttentionNet
 
 __all__ = [
     "KINDS",

@@ -2,7 +2,7 @@
 
 Built in: ``"softmax"`` (:class:`~attnduality.nn.softmax.SoftmaxAttention`), ``"primal"``
 (:class:`~attnduality.nn.primal.PrimalAttention`) and ``"convex"``
-(:class:`~attnduality.nn.convex_attention.ConvexAttention`).
+(:class:`~attnduality.nn.convexified.ConvexifiedAttention`).
 
 Every registered layer follows one call convention, so encoders can swap attention by name:
 
@@ -23,9 +23,9 @@ Every registered layer follows one call convention, so encoders can swap attenti
 Registering a new layer is one line, either a decorator on the class::
 
     @register_attention("convex")
-    class ConvexAttention(nn.Module): ...
+    class ConvexifiedAttention(nn.Module): ...
 
-or a call, as this module does for the built-in layers: ``register_attention("convex")(ConvexAttention)``. The
+or a call, as this module does for the built-in layers: ``register_attention("convex")(ConvexifiedAttention)``. The
 registry tests are parametrised over :func:`available_attention`, so a new entry is tested automatically.
 """
 
@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from .checks import check_attention_input, check_heads
-from .convex_attention import ConvexAttention
+from .convexified import ConvexifiedAttention
 from .primal import PrimalAttention
 from .softmax import SoftmaxAttention
 
@@ -83,4 +83,4 @@ def build_attention(name: str, embed_dim: int, num_heads: int, **kwargs: Any) ->
 # The built-in layers (imported above; none of them imports this module).
 register_attention("softmax")(SoftmaxAttention)
 register_attention("primal")(PrimalAttention)
-register_attention("convex")(ConvexAttention)
+register_attention("convex")(ConvexifiedAttention)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...nn.attention_heads import ReLUAttentionHead
+from ...nn.token_twins import ReLUAttentionHead
 from ..formulations import Formulation
 from ..losses import Loss
 from ..recovery import regularized_objective
@@ -104,8 +104,8 @@ _ATTENTION_DOC = """
     There is no ``fit_intercept`` (a token head has no intercept in this formulation). ``X`` is (N, s, d).
     Fitted ``scale_`` holds the scale used. See :mod:`attnduality.convex.estimators.tokens` for the fitted
     attributes and :meth:`to_module`
-    (:class:`~attnduality.nn.attention_heads.LinearAttentionHead` /
-    :class:`~attnduality.nn.attention_heads.GatedAttentionHead`).
+    (:class:`~attnduality.nn.token_twins.LinearAttentionHead` /
+    :class:`~attnduality.nn.token_twins.GatedAttentionHead`).
     """
 
 

@@ -54,7 +54,7 @@ _FNO_DOC = """
 
     There is no ``fit_intercept``. ``X`` is (N, s, d). Fitted ``grid_`` and ``blocks_`` hold the grid and B used. See
     :mod:`attnduality.convex.estimators.tokens` for the other fitted attributes and :meth:`to_module`
-    (:class:`~attnduality.nn.attention_heads.LinearFNOHead` / :class:`~attnduality.nn.attention_heads.GatedFNOHead`).
+    (:class:`~attnduality.nn.token_twins.LinearFNOHead` / :class:`~attnduality.nn.token_twins.GatedFNOHead`).
     """
 
 

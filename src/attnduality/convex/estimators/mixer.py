@@ -37,8 +37,8 @@ _MIXER_DOC = """
         As for :class:`ConvexAttentionRegressor`.
 
     There is no ``fit_intercept``. ``X`` is (N, s, d). See :mod:`attnduality.convex.estimators.tokens` for the
-    fitted attributes and :meth:`to_module` (:class:`~attnduality.nn.attention_heads.LinearMixerHead` /
-    :class:`~attnduality.nn.attention_heads.GatedMixerHead`).
+    fitted attributes and :meth:`to_module` (:class:`~attnduality.nn.token_twins.LinearMixerHead` /
+    :class:`~attnduality.nn.token_twins.GatedMixerHead`).
     """
 
 

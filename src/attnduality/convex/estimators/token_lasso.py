@@ -27,7 +27,7 @@ Fitted attributes, as for the other convex estimators: ``coef_`` (``Z``: (n, d, 
 ``support_`` (the token indices used), ``token_norms_`` (n,), ``heads_needed_`` (h*: heads of the recovered
 network), ``is_exact_`` (``n_heads`` is None or ≥ h*: ``objective_`` *equals* the optimum of the ``n_heads``-head
 non-convex problem; otherwise it is only a **lower bound**, and a warning says so) and ``n_heads_`` (heads of
-:meth:`to_module`). :meth:`to_module` returns the recovered non-convex twin of :mod:`attnduality.nn.convex_attention`
+:meth:`to_module`). :meth:`to_module` returns the recovered non-convex twin of :mod:`attnduality.nn.token_lasso_twins`
 (support-index recovery, Prop. 1 corrected); :meth:`regularization_path` solves along a β grid.
 """
 

@@ -32,7 +32,7 @@ Fitted attributes (as for :class:`~attnduality.convex.estimators.ConvexMLPRegres
 solution ``Z``), ``gates_`` (``None`` for ``kind="linear"``), ``objective_``, ``certificate_``, ``status_``,
 ``n_iter_``, ``history_``, ``solve_time_``, plus ``n_features_in_`` (d) and ``n_tokens_in_`` (s); ``X`` at
 prediction time must have the same ``s`` and ``d``. :meth:`to_module` returns the non-convex twin of
-:mod:`attnduality.nn.attention_heads` recovered by SVD: its outputs equal the convex model's and
+:mod:`attnduality.nn.token_twins` recovered by SVD: its outputs equal the convex model's and
 ``loss + β · module.weight_decay()`` equals ``objective_``.
 
 There is no ``fit_intercept``: a token head has no bias term in the papers' formulation (an appended constant

@@ -1,4 +1,4 @@
-"""ConvexAttention (Ergen et al. 2022, eq. (4)), its builders and the non-convex twins of the token programs."""
+"""ConvexifiedAttention (Ergen et al. 2022, eq. (4)), its builders and the non-convex twins of the token programs."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import torch
 from attnduality.nn import (
     AttentionGatedFCNet,
     AttentionOnlyNet,
-    ConvexAttention,
-    ConvexAttentionStack,
+    ConvexifiedAttention,
+    ConvexifiedAttentionStack,
     SequenceAttentionNet,
     attention_fc_model,
     attention_only_model,
     stacked_model,
 )
-from attnduality.nn.convex_attention import project_rows_to_simplex
+from attnduality.nn.simplex import project_rows_to_simplex
 
 B, N, D, H, L = 3, 5, 8, 2, 7
 PARAMS = ["softmax", "simplex"]
@@ -28,7 +28,7 @@ def _x(b=B, n=N, d=D, seed=0):
 
 def _layer(parametrization="softmax", causal=False, seed=0, **kw):
     torch.manual_seed(seed)
-    layer = ConvexAttention(D, H, max_len=L, causal=causal, parametrization=parametrization, **kw)
+    layer = ConvexifiedAttention(D, H, max_len=L, causal=causal, parametrization=parametrization, **kw)
     if parametrization == "simplex":  # non-uniform weights with exact zeros
         with torch.no_grad():
             layer.mixing.param.copy_(torch.rand_like(layer.mixing.param) - 0.3)
@@ -94,7 +94,7 @@ def test_causal_output_depends_only_on_the_past():
 
 
 def test_simplex_weights_zero_mass_row_falls_back_to_uniform():
-    layer = ConvexAttention(D, 1, max_len=3, parametrization="simplex", bias=False)
+    layer = ConvexifiedAttention(D, 1, max_len=3, parametrization="simplex", bias=False)
     with torch.no_grad():
         layer.mixing.param.copy_(torch.tensor([[[0.0, 0.0, 1.0], [0.25, 0.75, 0.0], [0.0, 1.0, 0.0]]]))
     w = layer.mixing_weights(2)  # row 0 only weighs token 2, which is cut off at N = 2
@@ -164,16 +164,16 @@ def test_bad_input_raises(make, match):
 
 def test_bad_construction_raises():
     with pytest.raises(ValueError, match="needs max_len"):
-        ConvexAttention(D, H)
+        ConvexifiedAttention(D, H)
     with pytest.raises(ValueError, match="not divisible"):
-        ConvexAttention(D, 3, max_len=L)
+        ConvexifiedAttention(D, 3, max_len=L)
     with pytest.raises(ValueError, match="parametrization"):
-        ConvexAttention(D, H, max_len=L, parametrization="sparsemax")
+        ConvexifiedAttention(D, H, max_len=L, parametrization="sparsemax")
     with pytest.raises(ValueError, match="max_len must be a positive int"):
-        ConvexAttention(D, H, max_len=0)
+        ConvexifiedAttention(D, H, max_len=0)
     with pytest.raises(TypeError):
-        ConvexAttention(D, H, max_len=L, unknown_option=1)
-    layer = ConvexAttention(D, H, max_len=L, dtype=torch.float64)
+        ConvexifiedAttention(D, H, max_len=L, unknown_option=1)
+    layer = ConvexifiedAttention(D, H, max_len=L, dtype=torch.float64)
     assert layer.v_proj.weight.dtype == torch.float64 and layer.mixing.param.dtype == torch.float64
 
 
@@ -189,7 +189,7 @@ def test_builders_shapes_and_structure():
     s = stacked_model(D, H, 2, max_len=L, causal=True, residual=True, layer_norm=True)
     r = stacked_model(D, H, 2, max_len=L, ffn="relu", parametrization="simplex")
     for model in (a, f, s, r):
-        assert isinstance(model, ConvexAttentionStack)
+        assert isinstance(model, ConvexifiedAttentionStack)
         out = model(x, mask)
         assert out.shape == (B, N, D) and bool(torch.isfinite(out).all())
         model.project_()
@@ -256,3 +256,30 @@ def test_gated_fc_and_sequence_twin_definitions():
     torch.testing.assert_close(seq.weight_decay(), 0.5 * (vv.abs().sum((1, 2)).square().sum() + bb.square().sum()))
     flat = SequenceAttentionNet(mix, vv, bb, flatten_output=True)
     np.testing.assert_allclose(flat(x).detach().numpy(), seq(x).detach().numpy().reshape(6, -1))
+
+
+def test_deprecated_names_still_work_and_warn() -> None:
+    import importlib
+
+    import attnduality.nn as nn_pkg
+
+    with pytest.warns(DeprecationWarning, match="use ConvexifiedAttention"):
+        assert nn_pkg.ConvexAttention is ConvexifiedAttention
+    with pytest.warns(DeprecationWarning, match="use ConvexifiedAttentionStack"):
+        assert nn_pkg.ConvexAttentionStack is ConvexifiedAttentionStack
+    for old, new, name in (
+        ("convex_attention", "convexified", "ConvexAttention"),
+        ("heads", "mlp_twins", "GatedReLUMLP"),
+        ("attention_heads", "token_twins", "GatedFNOHead"),
+    ):
+        import sys
+
+        sys.modules.pop(f"attnduality.nn.{old}", None)
+        with pytest.warns(DeprecationWarning, match=f"attnduality.nn.{old} is deprecated"):
+            module = importlib.import_module(f"attnduality.nn.{old}")
+        new_module = importlib.import_module(f"attnduality.nn.{new}")
+        assert getattr(module, name) is getattr(
+            new_module, "ConvexifiedAttention" if name == "ConvexAttention" else name
+        )
+    with pytest.raises(AttributeError):
+        nn_pkg.NoSuchLayer  # noqa: B018
