@@ -1,5 +1,6 @@
 """The factored (Burer–Monteiro) solver: same optimum and certificate as FISTA, Krylov spectral norms, rank escape,
-honest statuses."""
+honest statuses; and its pieces: low-rank factor algebra, the factored certificate, the L-BFGS recursion and line
+searches."""
 
 from __future__ import annotations
 
@@ -25,8 +26,16 @@ from attnduality.convex import (
     gate_masks,
     sample_gates,
 )
+from attnduality.convex.linalg import (
+    balanced_factors,
+    factor_svd,
+    span_distance,
+    spectral_norm_power,
+    top_singular_pairs,
+)
 from attnduality.convex.operators.attention import LinearAttentionOperator
-from attnduality.convex.solvers.factored import spectral_norm_power, top_singular_pairs
+from attnduality.convex.solvers.lbfgs import convex_line_search, strong_wolfe_search, two_loop, update_memory
+from attnduality.convex.solvers.lowrank_certificate import factored_certificate, factored_nuclear_norm
 
 F64 = torch.float64
 
@@ -218,3 +227,84 @@ def test_vector_blocks_and_penalty_check() -> None:
     assert abs(res.objective - exact.objective) <= 1e-6 * abs(exact.objective)
     with pytest.raises(TypeError):
         FactoredSolver().run(CompositeProblem(prob.loss, op, GroupL2(axes=(1, 2)), prob.beta))
+
+
+def test_old_import_paths() -> None:
+    """The names that moved out of ``solvers.factored`` are still importable from it (the same objects)."""
+    from attnduality.convex import linalg, solvers
+    from attnduality.convex.solvers import factored, factored_state, lowrank_certificate
+
+    assert factored.spectral_norm_power is linalg.spectral_norm_power is solvers.spectral_norm_power
+    assert factored.top_singular_pairs is linalg.top_singular_pairs
+    assert factored.factored_certificate is lowrank_certificate.factored_certificate
+    assert factored.FactoredState is factored_state.FactoredState is solvers.FactoredState
+    assert factored.FactoredResult is factored_state.FactoredResult is solvers.FactoredResult
+
+
+def test_factor_algebra() -> None:
+    gen = torch.Generator().manual_seed(5)
+    left = torch.randn(3, 30, 4, generator=gen, dtype=F64)
+    right = torch.randn(3, 20, 4, generator=gen, dtype=F64)
+    right[1, :, 3] = right[1, :, 0]  # block 1 has rank 3
+    z = left @ right.mT
+    p, s, w = factor_svd(left, right)
+    assert torch.allclose((p * s.unsqueeze(-2)) @ w.mT, z, atol=1e-12)
+    assert torch.allclose(s, torch.linalg.svdvals(z)[:, :4], atol=1e-12)
+    nuc = float(torch.linalg.svdvals(z).sum())
+    assert math.isclose(factored_nuclear_norm(left, right), nuc, rel_tol=1e-12)
+    assert factored_nuclear_norm(left[..., :0], right[..., :0]) == 0.0
+    bl, br = balanced_factors(left, right)
+    assert torch.allclose(bl @ br.mT, z, atol=1e-12)
+    assert math.isclose(0.5 * float(bl.square().sum() + br.square().sum()), nuc, rel_tol=1e-12)
+    assert torch.allclose(bl.mT @ bl, br.mT @ br, atol=1e-10)  # balanced: equal (diagonal) Gram matrices
+    assert float(bl[1, :, 3].abs().max()) == 0.0  # the numerically zero singular value is dropped (zero column)
+    one = balanced_factors(left[..., :1] * 0, right[..., :1])
+    assert one[0].shape[-1] == 0  # Z = 0: width 0
+    # span distance: 0 for vectors in both column spaces, 1 for vectors orthogonal to both
+    u_in = left[..., 0] / torch.linalg.vector_norm(left[..., 0], dim=-1, keepdim=True)
+    v_in = right[..., 0] / torch.linalg.vector_norm(right[..., 0], dim=-1, keepdim=True)
+    assert float(span_distance(left, right, u_in, v_in).max()) <= 1e-12
+    qu = torch.linalg.qr(torch.cat([left, torch.randn(3, 30, 1, generator=gen, dtype=F64)], -1)).Q[..., 4:]
+    qv = torch.linalg.qr(torch.cat([right, torch.randn(3, 20, 1, generator=gen, dtype=F64)], -1)).Q[..., 4:]
+    out = span_distance(left, right, qu, qv)
+    assert out.shape == (3, 1) and torch.allclose(out, torch.ones_like(out), atol=1e-12)
+    assert torch.equal(span_distance(left[..., :0], right[..., :0], u_in, v_in), torch.ones(3, dtype=F64))
+
+
+def test_factored_certificate_matches_duality_gap_at_any_point() -> None:
+    prob = _dense("cross_entropy", 0.1)
+    gen = torch.Generator().manual_seed(2)
+    left, right = torch.randn(1, 20, 3, generator=gen, dtype=F64), torch.randn(1, 10, 3, generator=gen, dtype=F64)
+    z = (left @ right.mT).reshape(prob.operator.z_shape)
+    pred = prob.operator.forward(z)
+    ref = duality_gap(prob, z, pred)
+    cert = factored_certificate(prob, left, right, pred, ref.grad_dual_norm)
+    assert math.isclose(cert.primal, ref.primal, rel_tol=1e-12)
+    assert math.isclose(cert.dual, ref.dual, rel_tol=1e-12)
+    assert math.isclose(cert.rel_gap, ref.rel_gap, rel_tol=1e-9)
+
+
+def test_lbfgs_pieces() -> None:
+    gen = torch.Generator().manual_seed(4)
+    g = (torch.randn(5, 2, generator=gen, dtype=F64), torch.randn(3, 2, generator=gen, dtype=F64))
+    d = two_loop(g, [], None)
+    assert torch.equal(d[0], -g[0]) and torch.equal(d[1], -g[1])
+    # the secant equation H y = s holds for the newest pair
+    s_pair = (torch.randn(5, 2, generator=gen, dtype=F64), torch.randn(3, 2, generator=gen, dtype=F64))
+    y_pair = (s_pair[0] + 0.1 * g[0], s_pair[1] + 0.1 * g[1])
+    memory = update_memory([], s_pair, y_pair, size=3)
+    assert len(memory) == 1
+    d = two_loop(y_pair, memory, None)
+    assert torch.allclose(d[0], -s_pair[0], atol=1e-12) and torch.allclose(d[1], -s_pair[1], atol=1e-12)
+    assert update_memory(memory, s_pair, (-y_pair[0], -y_pair[1]), size=3) == memory  # sᵀy < 0: skipped
+    assert len(update_memory(memory * 3, s_pair, y_pair, size=3)) == 3
+
+    def line(a: float) -> tuple[float, float, str]:  # φ(a) = (a − 2)², φ'(0) = −4
+        return (a - 2.0) ** 2, 2.0 * (a - 2.0), f"at {a}"
+
+    a, val, payload = strong_wolfe_search(line, 4.0, -4.0, 0.1)
+    assert val <= 4.0 - 1e-4 * a * 4.0 and abs(2.0 * (a - 2.0)) <= 0.1 * 4.0 and payload == f"at {a}"
+    assert strong_wolfe_search(lambda a: (4.0 + a, 1.0, None), 4.0, -4.0, 1.0) is None  # no decrease anywhere
+    assert math.isclose(convex_line_search(lambda t: 2.0 * (t - 3.0), 2.0), 3.0, rel_tol=1e-9)
+    assert math.isclose(convex_line_search(lambda t: 2.0 * (t - 3.0), 0.01), 3.0, rel_tol=1e-9)  # expansion
+    assert convex_line_search(lambda t: 1.0 + t, 1.0) == 0.0  # increasing: t = 0

@@ -1,14 +1,29 @@
-"""Dense linear algebra shared by the solvers: orthonormalisation and top singular pairs by block Krylov iteration.
+"""Dense linear algebra shared by the solvers: orthonormalisation, top singular pairs by block Krylov iteration, and
+the algebra of low-rank factors ``Z = U Vᵀ``.
 
-Neither forms a full SVD: :func:`top_singular_pairs` works on the Gram operator of the smaller side, and
-:func:`spectral_norm_power` is its ``k = 1`` case.
+None forms a full SVD of a (p, q) matrix. :func:`top_singular_pairs` is Rayleigh–Ritz on a block Krylov subspace of
+the Gram operator of the smaller side, grown by the Ritz residuals (block Davidson iteration without a
+preconditioner, Davidson 1975) with thick restarts (Wu & Simon 2000); :func:`spectral_norm_power` is its ``k = 1``
+case. :func:`factor_svd` reads the SVD of ``U Vᵀ`` from the r×r core of the QR factors of ``U`` and ``V``;
+:func:`balanced_factors` gives the factors of least ``½(‖U‖_F² + ‖V‖_F²)`` (``= ‖Z‖_*``, the identity behind the
+Burer–Monteiro parametrisation, Burer & Monteiro 2003); :func:`span_distance` measures how far vectors lie from the
+column spaces of the factors.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["orthonormalize", "spectral_norm_power", "top_singular_pairs"]
+__all__ = [
+    "balanced_factors",
+    "factor_svd",
+    "orthonormalize",
+    "span_distance",
+    "spectral_norm_power",
+    "top_singular_pairs",
+]
 
 _DIRECT_N = 32  # below this small dimension the Gram matrix is formed and diagonalised directly
 
@@ -147,3 +162,58 @@ def spectral_norm_power(w: torch.Tensor, n_iter: int = 300, tol: float = 1e-10, 
     value is then accurate to about ``tol`` relative or better. Keyword arguments go to :func:`top_singular_pairs`.
     """
     return top_singular_pairs(w, 1, n_iter=n_iter, tol=tol, **kwargs)[0][..., 0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# low-rank factors Z = U Vᵀ
+# ----------------------------------------------------------------------------------------------------------------
+def factor_svd(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SVD of ``U Vᵀ`` for every block of a batch of factors ``U`` (B, p, r) and ``V`` (B, q, r), from the r×r
+    core: with ``U = Q_U R_U`` and ``V = Q_V R_V`` (reduced QR) and ``R_U R_Vᵀ = A S Bᵀ``, returns
+    ``(P (B, p, r), s (B, r), W (B, q, r))`` with ``P = Q_U A``, ``W = Q_V B`` and ``U Vᵀ = P diag(s) Wᵀ``.
+
+    Costs ``O((p + q) r²)`` per block instead of the ``O(p q min(p, q))`` of an SVD of ``U Vᵀ``."""
+    qu, ru = torch.linalg.qr(left)
+    qv, rv = torch.linalg.qr(right)
+    a, s, bh = torch.linalg.svd(ru @ rv.mT)
+    return qu @ a, s, qv @ bh.mT
+
+
+def balanced_factors(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Balanced factors of the same ``Z_j = U_j V_jᵀ``: ``U_j = P_j S_j^{1/2}``, ``V_j = W_j S_j^{1/2}`` from
+    :func:`factor_svd`, which minimise ``½(‖U_j‖_F² + ‖V_j‖_F²)`` (the minimum is ``‖Z_j‖_*``).
+
+    Singular values at most ``10·eps·√r·s_max`` (``s_max`` the largest of all blocks) are dropped as numerically
+    zero; all blocks keep the width of the block of largest remaining rank (at least 1), padded with zero columns.
+    Returns width-0 factors when ``Z = 0``, and the inputs themselves when they have width 0."""
+    if left.shape[-1] == 0:
+        return left, right
+    p, s, w = factor_svd(left, right)
+    smax = float(s.max()) if s.numel() else 0.0
+    if smax == 0.0:
+        return left[..., :0], right[..., :0]
+    thresh = 10.0 * torch.finfo(left.dtype).eps * math.sqrt(s.shape[-1]) * smax
+    r = max(int((s > thresh).sum(-1).max()), 1)
+    s = torch.where(s > thresh, s, torch.zeros_like(s))[..., :r].sqrt()
+    return p[..., :r] * s.unsqueeze(-2), w[..., :r] * s.unsqueeze(-2)
+
+
+def span_distance(left: torch.Tensor, right: torch.Tensor, uvec: torch.Tensor, vvec: torch.Tensor) -> torch.Tensor:
+    """``max(‖(I − P_U) u‖, ‖(I − P_V) v‖)`` per block for unit vectors ``u`` (B, p[, k]) and ``v`` (B, q[, k]), with
+    ``P_U``, ``P_V`` the orthogonal projectors onto the column spaces of ``U`` (B, p, r) and ``V`` (B, q, r): how far
+    each pair ``(u, v)`` lies from the factors' column spaces (1 = orthogonal to both, 0 = inside both).
+
+    Returns shape (B,) for vectors (B, p) and (B, q), else (B, k); all ones when the factors have width 0."""
+    squeeze = uvec.ndim == 2
+    if squeeze:
+        uvec, vvec = uvec.unsqueeze(-1), vvec.unsqueeze(-1)
+    if left.shape[-1] == 0:
+        out = torch.ones(uvec.shape[0], uvec.shape[-1], dtype=uvec.dtype, device=uvec.device)
+        return out[:, 0] if squeeze else out
+
+    def dist(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        proj = f @ (torch.linalg.pinv(f.mT @ f, hermitian=True) @ (f.mT @ x))
+        return torch.linalg.vector_norm(x - proj, dim=-2)
+
+    out = torch.maximum(dist(left, uvec), dist(right, vvec))
+    return out[:, 0] if squeeze else out

@@ -2,7 +2,9 @@
 Newton + SSNAL), the factored (Burer–Monteiro) solver for nuclear-norm problems, regularisation paths, and
 ``make_solver`` (the estimators' ``solver=`` names)."""
 
-from .factored import FactoredResult, FactoredSolver, FactoredState, spectral_norm_power
+from ..linalg import spectral_norm_power
+from .factored import FactoredSolver
+from .factored_state import FactoredResult, FactoredState
 from .fista import FISTA, FISTAState, History, SolveResult
 from .newton import NewtonState, SemismoothNewton
 from .path import beta_max, solve_path

@@ -16,22 +16,17 @@ refused, ``A`` being linear makes the predictions along the direction a quadrati
 ``A((U + a dU)(V + a dV)ᵀ) = A(Z) + a·A(dU Vᵀ + U dVᵀ) + a²·A(dU dVᵀ)``; one more forward gives the whole line, and a
 strong-Wolfe search (``c2 = 0.1``) then costs only loss evaluations on the (N, c) predictions. The initial inverse
 Hessian is the scaled-gradient metric of Tong, Ma & Chi (2021): column ``i`` scaled by ``1/(s_i + 0.1·s_max)``
-(``s_i = ‖U_i‖‖V_i‖``), which cut the iterations by about 1.5x on the linear-attention problems (the spread of the
-singular values of ``Z`` otherwise sets the conditioning of ``φ``). Why L-BFGS: no step size to tune, and it reaches
-1e-8 gaps. On the test problems (cross-entropy, dense d = 20, c = 10 and linear attention d = 3) it needs 42 / 131
-iterations to a 1e-8 relative gap (1e-16 objective error); ``torch.optim.LBFGS`` (strong Wolfe, full width, random
-start) needs 82 / 147 function evaluations for the same accuracy; Adam with the best of five learning rates needs
-about 110 iterations to reach only a 1e-6 objective error, and needs the learning rate tuned.
+(``s_i = ‖U_i‖‖V_i‖``), since the spread of the singular values of ``Z`` otherwise sets the conditioning of ``φ``.
+Why L-BFGS: no step size to tune, and it reaches 1e-8 gaps. The L-BFGS recursion and the line searches are in
+:mod:`~attnduality.convex.solvers.lbfgs`, the objective ``φ``, its gradient and the solver's state in
+:mod:`~attnduality.convex.solvers.factored_state`.
 
-Certificate. At any ``(U, V)`` the duality gap of the convex problem (:func:`~attnduality.convex.certificates.
-duality_gap`, the certificate of :class:`~attnduality.convex.solvers.fista.FISTA`) is computed with the same formula,
-but (i) the dual norm ``max_j ‖A*∇f‖_2`` comes from :func:`spectral_norm_power` (block Krylov iteration, warm-started
-from the columns of ``V``, relative residual 1e-10) instead of a full SVD, and (ii) ``‖Z_j‖_*`` in the primal value
-comes from the r×r core of ``U_j V_jᵀ`` (QR of ``U_j`` and ``V_j``, SVD of ``R_U R_Vᵀ``). Both are exact up to the
-Krylov tolerance, so the relative gaps of both solvers are the same quantity. At a stationary point it reduces to
-Sahiner et al.'s ``(p̂ − p*)/p* ≤ (‖∇_Z F‖_2/β − 1)_+`` bound: the gap vanishes iff ``‖A*∇f‖_2 ≤ β``. Caveat: Krylov
-(Ritz) values approach ``‖A*∇f‖_2`` from below, so an unconverged estimate would make the dual point slightly
-infeasible and the gap slightly optimistic; with the 1e-10 residual this is far below the tolerances used.
+Certificate. At any ``(U, V)`` the duality gap of the convex problem is that of
+:func:`~attnduality.convex.certificates.duality_gap` (FISTA's), computed by
+:func:`~attnduality.convex.solvers.lowrank_certificate.factored_certificate` without SVDs: the dual norm
+``max_j ‖A*∇f‖_2`` by block Krylov iteration (:func:`~attnduality.convex.linalg.top_singular_pairs`, warm-started
+from the columns of ``V``, relative residual ``spectral_tol``), ``‖Z_j‖_*`` from the r×r core of ``U_j V_jᵀ``. At a
+stationary point it reduces to Sahiner et al.'s bound ``(p̂ − p*)/p* ≤ (‖∇_Z F‖_2/β − 1)_+``.
 
 Rank adaptation (the standard Burer–Monteiro escape). When the certificate reports ``‖A*∇f_j‖_2 > β``, the top
 singular pairs ``(u, v)`` of ``−A*∇f_j`` above β are descent directions for the convex objective:
@@ -63,15 +58,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
 from ..certificates import Certificate
-from ..linalg import spectral_norm_power, top_singular_pairs
-from ..penalties import NuclearNorm
+from ..linalg import balanced_factors, factor_svd, span_distance, spectral_norm_power, top_singular_pairs
 from ..problem import CompositeProblem
-from .fista import History, SolveResult
+from .factored_state import (
+    FactoredResult,
+    FactoredState,
+    evaluate_state,
+    factor_blocks,
+    factors_to_z,
+    phi_value,
+    state_counts,
+    with_factors,
+)
+from .fista import History
+from .lbfgs import MemoryPair, convex_line_search, pair_dot, strong_wolfe_search, two_loop, update_memory
+from .lowrank_certificate import factored_certificate
 
 __all__ = [
     "FactoredResult",
@@ -81,139 +86,6 @@ __all__ = [
     "spectral_norm_power",
     "top_singular_pairs",
 ]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# factors, certificate
-# ----------------------------------------------------------------------------------------------------------------
-def _core_svd(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SVD of ``U Vᵀ`` per block from the r×r core: ``(P (B, p, r), s (B, r), W (B, q, r))`` with ``UVᵀ = P s Wᵀ``."""
-    qu, ru = torch.linalg.qr(left)
-    qv, rv = torch.linalg.qr(right)
-    a, s, bh = torch.linalg.svd(ru @ rv.mT)
-    return qu @ a, s, qv @ bh.mT
-
-
-def _nuclear_from_factors(left: torch.Tensor, right: torch.Tensor) -> float:
-    if left.shape[-1] == 0:
-        return 0.0
-    return float(_core_svd(left.double(), right.double())[1].sum())
-
-
-def _rebalance(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Balanced SVD factors of the same ``Z`` (``½(‖U‖² + ‖V‖²) = ‖Z‖_*``), numerically zero singular values dropped;
-    all blocks keep the width of the block of largest rank (padded with zero columns)."""
-    if left.shape[-1] == 0:
-        return left, right
-    p, s, w = _core_svd(left, right)
-    smax = float(s.max()) if s.numel() else 0.0
-    if smax == 0.0:
-        return left[..., :0], right[..., :0]
-    thresh = 10.0 * torch.finfo(left.dtype).eps * math.sqrt(s.shape[-1]) * smax
-    r = max(int((s > thresh).sum(-1).max()), 1)
-    s = torch.where(s > thresh, s, torch.zeros_like(s))[..., :r].sqrt()
-    return p[..., :r] * s.unsqueeze(-2), w[..., :r] * s.unsqueeze(-2)
-
-
-def factored_certificate(
-    problem: CompositeProblem, left: torch.Tensor, right: torch.Tensor, pred: torch.Tensor, r: float
-) -> Certificate:
-    """The duality-gap certificate of :func:`~attnduality.convex.certificates.duality_gap` at ``Z = UVᵀ``.
-
-    Same formula (dual point ``Θ = min(1, β/r)·∇f(A Z)``, losses in float64), with the dual norm ``r`` (e.g. from
-    :func:`spectral_norm_power`) and ``‖Z‖_*`` from the factors' r×r core instead of SVDs of ``Z`` and
-    ``A*∇f``."""
-    loss, beta = problem.loss, problem.beta
-    u64 = pred.double()
-    g = loss.grad(u64)
-    primal = float(loss.value(u64)) + beta * _nuclear_from_factors(left, right)
-    if r <= beta:
-        scale = 1.0
-    elif beta > 0:
-        scale = beta / r
-    else:
-        scale = 0.0
-    dual = -float(loss.conjugate(loss.dual_feasible(g, scale)))
-    if not math.isfinite(primal):
-        return Certificate(primal, dual, math.inf, math.inf, r)
-    gap = max(primal - dual, 0.0)
-    rel = gap / max(abs(primal), torch.finfo(pred.dtype).tiny)
-    return Certificate(primal, dual, gap, rel, r)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the solver
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass
-class FactoredState:
-    left: torch.Tensor
-    """``U`` (B, p, r): ``Z_j = U_j V_jᵀ`` for the B blocks (B = 1 for :class:`NuclearNorm` on a matrix)."""
-    right: torch.Tensor
-    """``V`` (B, q, r)."""
-    pred: torch.Tensor
-    """``A(UVᵀ)`` (N, c)."""
-    fval: float
-    """``f(A(UVᵀ))``."""
-    grad_z: torch.Tensor
-    """``A*∇f(A(UVᵀ))`` as blocks (B, p, q)."""
-    g_left: torch.Tensor
-    """``∂φ/∂U = G V + βU``."""
-    g_right: torch.Tensor
-    """``∂φ/∂V = GᵀU + βV``."""
-    memory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]] = field(default_factory=list)
-    """L-BFGS pairs ``(s_U, s_V, y_U, y_V, 1/sᵀy)``, oldest first."""
-    n_iter: int = 0
-    n_escapes: int = 0
-    n_forward: int = 0
-    n_adjoint: int = 0
-    stalled: bool = False
-    """The last line search found no decrease (numerical stationarity)."""
-    precond: torch.Tensor | None = None
-    """The column scaling (B, 1, r) used as L-BFGS's initial inverse Hessian while the memory lasts."""
-
-    @property
-    def rank(self) -> int:
-        return int(self.left.shape[-1])
-
-
-@dataclass
-class FactoredResult(SolveResult):
-    """:class:`SolveResult` plus the factors and what the rank adaptation did."""
-
-    left: torch.Tensor
-    """Balanced factors: ``U_j = P_j S_j^{1/2}``, blocks (B, p, r)."""
-    right: torch.Tensor
-    """``V_j = W_j S_j^{1/2}`` (B, q, r)."""
-    singular_values: torch.Tensor
-    """Singular values of every block of ``Z`` (B, r), from the factors' r×r core."""
-    rank: int
-    """Numerical rank: max over blocks of the number of singular values ``> 1e-6 ·`` the largest of all blocks."""
-    n_escapes: int
-    """Rank-escape steps taken (the spectral initialisation not counted)."""
-    n_forward: int
-    n_adjoint: int
-
-
-def _outside(left: torch.Tensor, right: torch.Tensor, uvec: torch.Tensor, vvec: torch.Tensor) -> torch.Tensor:
-    """``max(‖(I − P_U) u‖, ‖(I − P_V) v‖)`` for unit vectors ``u`` (B, p[, k]) and ``v`` (B, q[, k]): how far a
-    singular pair is from the column spaces of the factors (1 = orthogonal, 0 = inside)."""
-    squeeze = uvec.ndim == 2
-    if squeeze:
-        uvec, vvec = uvec.unsqueeze(-1), vvec.unsqueeze(-1)
-    if left.shape[-1] == 0:
-        out = torch.ones(uvec.shape[0], uvec.shape[-1], dtype=uvec.dtype, device=uvec.device)
-        return out[:, 0] if squeeze else out
-
-    def dist(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        proj = f @ (torch.linalg.pinv(f.mT @ f, hermitian=True) @ (f.mT @ x))
-        return torch.linalg.vector_norm(x - proj, dim=-2)
-
-    out = torch.maximum(dist(left, uvec), dist(right, vvec))
-    return out[:, 0] if squeeze else out
-
-
-def _dot(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> float:
-    return float((a[0] * b[0]).sum() + (a[1] * b[1]).sum())
 
 
 class FactoredSolver:
@@ -263,57 +135,10 @@ class FactoredSolver:
         self.escape_angle = math.inf if escape_angle is None else float(escape_angle)
         self.seed = seed
 
-    # -- shapes ------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _blocks(problem: CompositeProblem) -> tuple[int, int, int]:
-        if not isinstance(problem.penalty, NuclearNorm):
-            raise TypeError(
-                f"FactoredSolver needs a NuclearNorm or BlockNuclearNorm penalty, got {type(problem.penalty).__name__}"
-            )
-        shape = tuple(problem.operator.z_shape)
-        if len(shape) < 2:
-            raise ValueError(f"Z must be a matrix or a batch of matrices, got shape {shape}")
-        return math.prod(shape[:-2]), shape[-2], shape[-1]
-
     @staticmethod
     def z(problem: CompositeProblem, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """``Z = UVᵀ`` in the operator's shape."""
-        return (left @ right.mT).reshape(problem.operator.z_shape)
-
-    def _phi(self, problem: CompositeProblem, state: FactoredState) -> float:
-        sq = float(state.left.square().sum() + state.right.square().sum())
-        return state.fval + 0.5 * problem.beta * sq
-
-    def _evaluate(
-        self, problem: CompositeProblem, left: torch.Tensor, right: torch.Tensor, pred: torch.Tensor, **counts: int
-    ) -> FactoredState:
-        """A state at ``(U, V)`` with predictions ``pred``: one adjoint for the gradient."""
-        op, beta = problem.operator, problem.beta
-        fval, g = problem.loss.value_grad(pred)
-        nb, p, q = self._blocks(problem)
-        gz = op.adjoint(g).reshape(nb, p, q)
-        return FactoredState(
-            left=left,
-            right=right,
-            pred=pred,
-            fval=float(fval),
-            grad_z=gz,
-            g_left=gz @ right + beta * left,
-            g_right=gz.mT @ left + beta * right,
-            n_adjoint=counts.get("n_adjoint", 0) + 1,
-            n_forward=counts.get("n_forward", 0),
-            n_iter=counts.get("n_iter", 0),
-            n_escapes=counts.get("n_escapes", 0),
-        )
-
-    @staticmethod
-    def _counts(state: FactoredState) -> dict[str, int]:
-        return {
-            "n_iter": state.n_iter,
-            "n_escapes": state.n_escapes,
-            "n_forward": state.n_forward,
-            "n_adjoint": state.n_adjoint,
-        }
+        return factors_to_z(problem, left, right)
 
     # -- spectral information and certificate --------------------------------------------------------------------
     def spectral(
@@ -339,51 +164,13 @@ class FactoredSolver:
 
     # -- rank growth ------------------------------------------------------------------------------------------
     def _line_search_t(self, problem: CompositeProblem, pred: torch.Tensor, w: torch.Tensor, cost: float) -> float:
-        """``argmin_{t ≥ 0} f(pred + t w) + β·cost·t`` (convex), by bracketing and safeguarded secant on the slope."""
+        """``argmin_{t ≥ 0} f(pred + t w) + β·cost·t`` (convex), by :func:`~.lbfgs.convex_line_search`."""
         loss, beta = problem.loss, problem.beta
 
         def slope(t: float) -> float:
             return float((loss.grad(pred + t * w) * w).sum()) + beta * cost
 
-        d0 = slope(0.0)
-        if not (d0 < 0):
-            return 0.0
-        curv = loss.lipschitz() * float(w.square().sum())
-        lo, hi, dlo = 0.0, -d0 / curv if curv > 0 else 1.0, d0  # curv bounds h'' above, so t* ≥ this first hi
-        dhi = slope(hi)
-        for _ in range(60):  # expand until the slope is ≥ 0 (or not finite)
-            if not (math.isfinite(dhi) and dhi < 0):
-                break
-            lo, dlo, hi = hi, dhi, 2.0 * hi
-            dhi = slope(hi)
-        else:
-            return lo
-        for _ in range(100):  # safeguarded secant (bisection when the slope at hi is not finite)
-            width = hi - lo
-            if width <= 1e-12 * hi:
-                break
-            t = lo - dlo * width / (dhi - dlo) if math.isfinite(dhi) and dhi > dlo else lo + 0.5 * width
-            t = min(max(t, lo + 0.05 * width), hi - 0.05 * width)
-            dt = slope(t)
-            if math.isfinite(dt) and dt <= 0:
-                lo, dlo = t, dt
-            else:
-                hi, dhi = t, dt
-            if math.isfinite(dt) and abs(dt) <= 1e-10 * abs(d0):
-                return t
-        return lo if lo > 0 else (0.5 * hi if math.isfinite(dhi) else 0.0)
-
-    def _with_factors(
-        self, problem: CompositeProblem, state: FactoredState, left: torch.Tensor, right: torch.Tensor
-    ) -> FactoredState:
-        """The state at other factors of the same ``Z`` (no operator call; the L-BFGS memory is dropped)."""
-        beta = problem.beta
-        new = FactoredState(
-            **{**state.__dict__, "left": left, "right": right, "memory": [], "stalled": False, "precond": None}
-        )
-        new.g_left = state.grad_z @ right + beta * left
-        new.g_right = state.grad_z.mT @ left + beta * right
-        return new
+        return convex_line_search(slope, loss.lipschitz() * float(w.square().sum()))
 
     def grow(
         self,
@@ -400,11 +187,11 @@ class FactoredSolver:
         ``n_escapes`` of the result is one more than the input's iff columns were added."""
         sigma, uvec, vvec = pairs
         beta = problem.beta
-        nb, p, q = self._blocks(problem)
+        nb, p, q = factor_blocks(problem)
         sigma, uvec, vvec = sigma.reshape(nb, -1), uvec.reshape(nb, p, -1), vvec.reshape(nb, q, -1)
         mask = mask.reshape(nb, -1) & (sigma > beta)
         if rebalance:
-            state = self._with_factors(problem, state, *_rebalance(state.left, state.right))
+            state = with_factors(problem, state, *balanced_factors(state.left, state.right))
         left, right = state.left, state.right
         r = left.shape[-1]
         cap = min(p, q) if self.max_rank is None else max(min(self.max_rank, p, q), 1)
@@ -423,7 +210,7 @@ class FactoredSolver:
                     break
                 placements.append((j, i, cols.pop(0)))
         if not placements:
-            return state if not extra else self._with_factors(problem, state, left, right)
+            return state if not extra else with_factors(problem, state, left, right)
         viol = torch.stack([sigma[j, i] - beta for j, i, _ in placements])
         weights = viol / viol.max()
         du = torch.zeros_like(uvec)
@@ -431,12 +218,12 @@ class FactoredSolver:
         for (j, i, _), wt in zip(placements, weights.sqrt().tolist(), strict=True):
             du[j, :, i] = wt * uvec[j, :, i]
             dv[j, :, i] = wt * vvec[j, :, i]
-        w_pred = problem.operator.forward(self.z(problem, du, dv))
+        w_pred = problem.operator.forward(factors_to_z(problem, du, dv))
         t = self._line_search_t(problem, state.pred, w_pred, float(weights.sum()))
-        counts = self._counts(state)
+        counts = state_counts(state)
         counts["n_forward"] += 1
         if not t > 0:
-            new = self._with_factors(problem, state, left, right)
+            new = with_factors(problem, state, left, right)
             new.n_forward += 1
             return new
         counts["n_escapes"] += 1
@@ -445,7 +232,7 @@ class FactoredSolver:
         for j, i, c in placements:
             left[j, :, c] = st * du[j, :, i]
             right[j, :, c] = st * dv[j, :, i]
-        return self._evaluate(problem, left, right, state.pred + t * w_pred, **counts)
+        return evaluate_state(problem, left, right, state.pred + t * w_pred, **counts)
 
     # -- init / step / run -------------------------------------------------------------------------------------
     def init(
@@ -457,21 +244,21 @@ class FactoredSolver:
         """The start: given ``factors`` (U, V) (blocks (B, p, r) or, for one matrix, (p, r)), or the spectral start
         from ``Z = 0`` with the top ``rank`` singular pairs of ``−A*∇f(0)`` whose values exceed β."""
         op = problem.operator
-        nb, p, q = self._blocks(problem)
+        nb, p, q = factor_blocks(problem)
         if factors is not None:
             left = factors[0].to(dtype=op.dtype, device=op.device).reshape(nb, p, -1).clone()
             right = factors[1].to(dtype=op.dtype, device=op.device).reshape(nb, q, -1).clone()
             if left.shape[-1] != right.shape[-1]:
                 raise ValueError(f"factors have widths {left.shape[-1]} and {right.shape[-1]}")
-            left, right = _rebalance(left, right)
-            pred = op.forward(self.z(problem, left, right))
-            return self._evaluate(problem, left, right, pred, n_forward=1)
+            left, right = balanced_factors(left, right)
+            pred = op.forward(factors_to_z(problem, left, right))
+            return evaluate_state(problem, left, right, pred, n_forward=1)
         rank = int(rank)
         if rank < 0:
             raise ValueError(f"rank must be >= 0, got {rank}")
         left = torch.zeros(nb, p, 0, dtype=op.dtype, device=op.device)
         right = torch.zeros(nb, q, 0, dtype=op.dtype, device=op.device)
-        state = self._evaluate(problem, left, right, op.forward(op.zeros()), n_forward=1)
+        state = evaluate_state(problem, left, right, op.forward(op.zeros()), n_forward=1)
         rank = min(rank, p, q)
         if rank == 0:
             return state
@@ -493,73 +280,51 @@ class FactoredSolver:
             return None
         return (1.0 / (s + self.precondition * smax)).unsqueeze(-2) * smax
 
-    def _two_loop(self, state: FactoredState, precond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        ql, qr = state.g_left.clone(), state.g_right.clone()
-        alphas = []
-        for sl, sr, yl, yr, rho in reversed(state.memory):
-            a = rho * _dot((sl, sr), (ql, qr))
-            alphas.append(a)
-            ql -= a * yl
-            qr -= a * yr
-        if precond is not None:
-            ql, qr = ql * precond, qr * precond
-        if state.memory:
-            sl, sr, yl, yr, rho = state.memory[-1]
-            dy = (yl * precond, yr * precond) if precond is not None else (yl, yr)
-            gamma = 1.0 / (rho * _dot((yl, yr), dy))
-            ql *= gamma
-            qr *= gamma
-        for (sl, sr, yl, yr, rho), a in zip(state.memory, reversed(alphas), strict=True):
-            b = rho * _dot((yl, yr), (ql, qr))
-            ql += (a - b) * sl
-            qr += (a - b) * sr
-        return -ql, -qr
-
     def step(self, problem: CompositeProblem, state: FactoredState) -> FactoredState:
         """One L-BFGS iteration: the unit step if it satisfies Armijo and weak Wolfe, else a strong-Wolfe line search
         on the exact quadratic-in-step predictions. Sets ``stalled`` when no decrease can be found."""
         loss, op, beta = problem.loss, problem.operator, problem.beta
         left, right = state.left, state.right
-        counts = self._counts(state)
+        counts = state_counts(state)
         counts["n_iter"] += 1
         if state.rank == 0:  # Z = 0 has no factor to move: only an escape can make progress
             return FactoredState(**{**state.__dict__, "n_iter": counts["n_iter"], "stalled": True})
         g = (state.g_left, state.g_right)
         precond = state.precond if state.memory else self._preconditioner(state)
-        d = self._two_loop(state, precond)
-        dphi0 = _dot(g, d)
-        gnorm2 = _dot(g, g)
+        d = two_loop(g, state.memory, precond)
+        dphi0 = pair_dot(g, d)
+        gnorm2 = pair_dot(g, g)
         memory = list(state.memory)
-        if not (dphi0 < -1e-12 * math.sqrt(gnorm2 * _dot(d, d))):  # not a descent direction: steepest descent
+        if not (dphi0 < -1e-12 * math.sqrt(gnorm2 * pair_dot(d, d))):  # not a descent direction: steepest descent
             memory = []
             precond = self._preconditioner(state)
             d = (-g[0] * precond, -g[1] * precond) if precond is not None else (-g[0], -g[1])
-            dphi0 = _dot(g, d)
+            dphi0 = pair_dot(g, d)
         if gnorm2 == 0.0 or not math.isfinite(dphi0):
             new = FactoredState(**{**state.__dict__, "n_iter": counts["n_iter"], "stalled": True})
             return new
         dl, dr = d
-        ud, dd = _dot((left, right), d), _dot(d, d)
+        ud, dd = pair_dot((left, right), d), pair_dot(d, d)
         sq0 = float(left.square().sum() + right.square().sum())
         phi0 = state.fval + 0.5 * beta * sq0
         slack = 1e2 * torch.finfo(op.dtype).eps * max(abs(phi0), 1.0)
         p1: torch.Tensor | None = None
         if memory:  # the unit quasi-Newton step first: one forward, plus the adjoint that the next step needs anyway
-            p1 = op.forward(self.z(problem, left + dl, right + dr))
+            p1 = op.forward(factors_to_z(problem, left + dl, right + dr))
             counts["n_forward"] += 1
             phi1 = float(loss.value(p1)) + 0.5 * beta * (sq0 + 2 * ud + dd)
             if math.isfinite(phi1) and phi1 <= phi0 + 1e-4 * dphi0 + slack:
-                new = self._evaluate(problem, left + dl, right + dr, p1, **counts)
-                if _dot((new.g_left, new.g_right), d) >= 0.9 * dphi0:  # weak Wolfe: sᵀy > 0 is guaranteed
+                new = evaluate_state(problem, left + dl, right + dr, p1, **counts)
+                if pair_dot((new.g_left, new.g_right), d) >= 0.9 * dphi0:  # weak Wolfe: sᵀy > 0 is guaranteed
                     return self._remember(new, state, dl, dr, memory, precond)
                 counts["n_adjoint"] += 1  # wasted: the step is accepted by the line search below instead
         # line search on the exact predictions A(Z(a)) = A(Z) + a·u1 + a²·u2 (loss evaluations only)
-        u2 = op.forward(self.z(problem, dl, dr))
+        u2 = op.forward(factors_to_z(problem, dl, dr))
         if p1 is not None and bool(torch.isfinite(p1).all()):
             u1 = p1 - state.pred - u2
             counts["n_forward"] += 1
         else:
-            u1 = op.forward(self.z(problem, dl, right) + self.z(problem, left, dr))
+            u1 = op.forward(factors_to_z(problem, dl, right) + factors_to_z(problem, left, dr))
             counts["n_forward"] += 2
 
         def line(a: float) -> tuple[float, float, torch.Tensor]:
@@ -574,42 +339,11 @@ class FactoredSolver:
         else:  # first or restarted iteration: step from a curvature estimate of the model along d
             curv = loss.lipschitz() * float(u1.square().sum()) + beta * dd
             a = -dphi0 / curv if curv > 0 else 1.0
-        c1, c2 = 1e-4, 0.1
-        lo, phi_lo, der_lo, pred_lo = 0.0, phi0, dphi0, state.pred
-        hi: float | None = None
-        der_hi = math.nan
-        accepted: tuple[float, float, torch.Tensor] | None = None
-        for _ in range(60):
-            val, der, pa = line(a)
-            if not math.isfinite(val) or val > phi0 + c1 * a * dphi0 + slack or (val >= phi_lo and lo > 0):
-                hi, der_hi = a, der
-            elif abs(der) <= -c2 * dphi0:
-                accepted = (a, val, pa)
-                break
-            elif der > 0:
-                hi, der_hi = a, der
-            else:
-                lo, phi_lo, der_lo, pred_lo = a, val, der, pa
-            if hi is None:
-                a *= 4.0
-            else:
-                width = hi - lo
-                if width <= 1e-14 * max(hi, 1e-300):
-                    break
-                cand = (
-                    lo - der_lo * width / (der_hi - der_lo) if math.isfinite(der_hi) and der_hi > der_lo else math.nan
-                )
-                if not math.isfinite(cand) or not (lo + 0.1 * width <= cand <= hi - 0.1 * width):
-                    cand = lo + 0.5 * width
-                a = cand
-        if accepted is None:  # at the rounding level of φ: trust the (accurate) slope, a descent point is kept
-            if lo > 0:
-                accepted = (lo, phi_lo, pred_lo)
-            else:
-                new = FactoredState(**{**state.__dict__, **counts, "stalled": True, "memory": []})
-                return new
+        accepted = strong_wolfe_search(line, phi0, dphi0, a, slack, c1=1e-4, c2=0.1)
+        if accepted is None:  # at the rounding level of φ with no descent point: stationary
+            return FactoredState(**{**state.__dict__, **counts, "stalled": True, "memory": []})
         a, _, pa = accepted
-        new = self._evaluate(problem, left + a * dl, right + a * dr, pa, **counts)
+        new = evaluate_state(problem, left + a * dl, right + a * dr, pa, **counts)
         return self._remember(new, state, a * dl, a * dr, memory, precond)
 
     def _remember(
@@ -618,15 +352,12 @@ class FactoredSolver:
         old: FactoredState,
         sl: torch.Tensor,
         sr: torch.Tensor,
-        memory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]],
+        memory: list[MemoryPair],
         precond: torch.Tensor | None,
     ) -> FactoredState:
         """``new`` with the L-BFGS memory updated by the pair ``(s, y)`` of the step from ``old`` (if ``sᵀy > 0``)."""
-        yl, yr = new.g_left - old.g_left, new.g_right - old.g_right
-        sy = _dot((sl, sr), (yl, yr))
-        if sy > 1e-12 * math.sqrt(_dot((sl, sr), (sl, sr)) * _dot((yl, yr), (yl, yr))):
-            memory = [*memory, (sl, sr, yl, yr, 1.0 / sy)][-self.memory :]
-        new.memory = memory
+        change = (new.g_left - old.g_left, new.g_right - old.g_right)
+        new.memory = update_memory(memory, (sl, sr), change, self.memory)
         new.precond = precond
         return new
 
@@ -676,7 +407,7 @@ class FactoredSolver:
                 if self.max_time is not None and elapsed >= self.max_time:
                     status = "max_time"
                     break
-                phi = self._phi(problem, state)
+                phi = phi_value(problem, state)
                 no_decrease = phi_check - phi <= 1e2 * torch.finfo(state.left.dtype).eps * max(abs(phi), 1.0)
                 if no_decrease and cert.rel_gap >= gap_check:  # neither φ nor the gap improved over a window
                     state.stalled = True
@@ -685,17 +416,17 @@ class FactoredSolver:
                 # span of the factors), or along any pair above β once the factored problem is nearly stationary.
                 violation = float(sigma.max()) / beta - 1.0 if beta > 0 else math.inf
                 sq = float(state.left.square().sum() + state.right.square().sum())
-                res = math.sqrt(_dot((state.g_left, state.g_right), (state.g_left, state.g_right)))
+                res = math.sqrt(pair_dot((state.g_left, state.g_right), (state.g_left, state.g_right)))
                 rho = res / (beta * math.sqrt(sq)) if sq > 0 and beta > 0 else 0.0
                 stationary = state.stalled or rho <= self.escape_ratio * violation
                 thresh = max(rho / self.escape_ratio, self.tol) if stationary else self.tol
-                new_dir = _outside(state.left, state.right, top[1], top[2]) >= self.escape_angle
+                new_dir = span_distance(state.left, state.right, top[1], top[2]) >= self.escape_angle
                 blocks = (sigma > beta * (1.0 + thresh)) & (new_dir | stationary)
                 if bool(blocks.any()):
                     pairs = top
                     if self.escape_pairs > 1:
                         pairs = self.spectral(problem, state, self.escape_pairs, v0=top[2])
-                    new_dir = _outside(state.left, state.right, pairs[1], pairs[2]) >= self.escape_angle
+                    new_dir = span_distance(state.left, state.right, pairs[1], pairs[2]) >= self.escape_angle
                     mask = (pairs[0] > beta * (1.0 + thresh)) & (new_dir | stationary)
                     grown = self.grow(problem, state, pairs, mask)
                     if grown.n_escapes > state.n_escapes:  # columns were added (not at max_rank, and t > 0)
@@ -720,15 +451,15 @@ class FactoredSolver:
             state = self.init(problem, rank=0)
             best = (state.left, state.right, self.certificate(problem, state))
         left, right, cert = best
-        left, right = _rebalance(left, right)
+        left, right = balanced_factors(left, right)
         if left.shape[-1]:
-            svals = _core_svd(left, right)[1]
+            svals = factor_svd(left, right)[1]
         else:
             svals = torch.zeros(left.shape[0], 0, dtype=left.dtype, device=left.device)
         smax = float(svals.max()) if svals.numel() else 0.0
         num_rank = int((svals > 1e-6 * smax).sum(-1).max()) if smax > 0 else 0
         return FactoredResult(
-            z=self.z(problem, left, right),
+            z=factors_to_z(problem, left, right),
             objective=cert.primal,
             certificate=cert,
             status=status,

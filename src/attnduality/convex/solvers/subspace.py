@@ -6,8 +6,8 @@ block to ``Z_j = Q_j B_jᵀ`` with an orthonormal left basis ``Q_j`` (p, k) and 
 ``‖Q_j B_jᵀ‖_* = ‖B_j‖_*``, the restricted problem is again a block-nuclear-norm problem, on reduced features
 (``H``, k per block and sample, held in memory) and small blocks (q, k), solved exactly and certified by
 :class:`~attnduality.convex.solvers.fista.FISTA`. Its solution is certified for the full problem by the same
-duality gap as the exact solver (:func:`~attnduality.convex.solvers.factored.factored_certificate`): the dual norm
-``max_j ‖A*∇f‖_2`` comes from the dense streamed adjoint and a block Krylov iteration
+duality gap as the exact solver (:func:`~attnduality.convex.solvers.lowrank_certificate.factored_certificate`): the
+dual norm ``max_j ‖A*∇f‖_2`` comes from the dense streamed adjoint and a block Krylov iteration
 (:func:`~attnduality.convex.linalg.top_singular_pairs`). If the gap is too large, the top left singular
 vectors of ``−A*∇f_j`` outside ``span(Q_j)`` — exactly the directions whose singular values above β certify
 non-optimality (Sahiner et al.'s Burer–Monteiro follow-up: optimal iff ``‖A*∇f‖_2 ≤ β``) — join the basis, and the
@@ -19,15 +19,15 @@ once per round: it gives both the certificate and the next directions. The basis
 per round; the new columns are the out-of-span parts of the top left singular vectors of the whole block ``A*∇f_j``
 (not of its projection: the violating directions mix the span and its complement). Optionally the first
 ``direction_samples`` samples (the data should be in random order) give the first directions at a fraction of a
-pass. Using subsamples for later directions was tried and dropped: a rescaled 25% subsample overestimated ``σ/β``
-by 45% at the restricted optimum and its directions did not reduce the full violation.
+pass; later directions always come from the full pass, since near the restricted optimum a rescaled subsample
+misestimates ``σ/β`` and its directions need not reduce the full violation.
 
 Warm starts (``warm_samples=[n_1, n_2, …]``): the same problem on the first ``n_1``, then ``n_2``, … samples (same
 ``β``: every loss here is a sample average) is solved and certified first, each level starting from the previous
 one's compacted bases (the solution's left singular vectors and the top left singular vectors of ``−A*∇f``). A pass
-over ``n`` samples costs ``n/N`` of a full pass, and the full problem's first certificate gap was measured to track
-``1/n_last − 1/N`` (the sampling noise between the subspaces): at the paper's size the levels 1,000 and 10,000 let
-one full pass certify 4.3e-4 (BENCHMARKS.md §6).
+over ``n`` samples costs ``n/N`` of a full pass, so the subspaces are found on subsamples and the full data only
+certify (and, if needed, extend) them; how the full problem's first gap depends on the levels is measured in
+BENCHMARKS.md §6.
 
 The head supplies its pieces through a small protocol (see
 :class:`~attnduality.convex.operators.streamed_attention.StreamedGatedAttention`): ``n_samples``, ``n_outputs``,
@@ -53,8 +53,8 @@ from ..losses import Loss
 from ..operators.base import LinearOperator
 from ..penalties import BlockNuclearNorm
 from ..problem import CompositeProblem
-from .factored import factored_certificate
 from .fista import FISTA
+from .lowrank_certificate import factored_certificate
 
 __all__ = ["SubspaceHead", "SubspaceOperator", "SubspaceResult", "SubspaceSolver"]
 
