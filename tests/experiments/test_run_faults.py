@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(
     import numpy as np
 
     from attnduality.experiments import ConfigMismatchError, RunFolderBusyError, register_experiment, run_experiment
-    from attnduality.experiments import runner
+    from attnduality.experiments import storage
 
 
     @dataclass(frozen=True)
@@ -56,7 +56,7 @@ CHILD = textwrap.dedent(
     def _kill_at(spec):
         name, _, count = spec.partition(":")
         seen = {"n": 0}
-        original = runner._atomic_write_bytes
+        original = storage.atomic_write_bytes
 
         def write(path, data):
             if path.name == name:
@@ -68,7 +68,7 @@ CHILD = textwrap.dedent(
                     os.kill(os.getpid(), signal.SIGKILL)
             original(path, data)
 
-        runner._atomic_write_bytes = write
+        storage.atomic_write_bytes = write  # every file of a run is written through this one function
 
 
     if __name__ == "__main__":
