@@ -165,6 +165,7 @@ def pretrain_vit_mnist(config: PretrainConfig = PretrainConfig(), cache: str | o
     load the cached checkpoint for the same config. Deterministic in ``config.seed`` for a fixed thread count."""
     from ..data import load_mnist
     from ..progress import progress as progress_bar
+    from ..training import Step, train
 
     path = _checkpoint(config, cache)
     if path.is_file() and not force:
@@ -181,19 +182,19 @@ def pretrain_vit_mnist(config: PretrainConfig = PretrainConfig(), cache: str | o
     x_all, y_all = preprocess(Xtr), torch.from_numpy(ytr)
     t0, losses = time.perf_counter(), []
     bar = progress_bar(desc="pre-train ViT on MNIST", total=steps, unit="step", enabled=progress)
-    for _ in range(config.epochs):
-        model.train()
+
+    def epoch(_: int) -> Any:
         perm = torch.randperm(len(Xtr), generator=gen)
-        for i in range(0, len(Xtr), config.batch_size):
-            b = perm[i:i + config.batch_size]
-            loss = nn.functional.cross_entropy(model(x_all[b]), y_all[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        return (perm[i:i + config.batch_size] for i in range(0, len(Xtr), config.batch_size))
+
+    def logged(step: Step) -> None:
+        losses.append(float(step.loss))
+        bar.update()
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+
+    model.train()
+    train(model, lambda net, b: nn.functional.cross_entropy(net(x_all[b]), y_all[b]), opt, config.epochs, epoch,
+          scheduler=sched, on_step=logged)
     bar.close()
     train_s = time.perf_counter() - t0
     acc = accuracy(model, Xte, yte)

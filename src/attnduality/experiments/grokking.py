@@ -213,6 +213,7 @@ def _train(ctx: RunContext, key: str, model: str, n_layers: int, frac: float, ru
     import torch.nn.functional as F
 
     from ..data import make_modular
+    from ..training import resume, train
 
     cfg: GrokkingConfig = ctx.config
     split = make_modular(cfg.p, "div", frac, seed=run_seed)
@@ -224,7 +225,7 @@ def _train(ctx: RunContext, key: str, model: str, n_layers: int, frac: float, ru
     opt = torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / max(cfg.warmup_steps, 1)))
     ck = ctx.checkpoint(key, every=cfg.checkpoint_every)
-    start = ck.resume(model=net, optimizer=opt, scheduler=sched)
+    start = resume(ck, model=net, optimizer=opt, scheduler=sched)
     log: dict[str, list[Any]] = {k: list(ck.extra.get(k, [])) for k in
                                  ("step", "train_acc", "test_acc", "train_loss", "test_loss")}
     seconds = float(ck.extra.get("seconds", 0.0))
@@ -253,22 +254,18 @@ def _train(ctx: RunContext, key: str, model: str, n_layers: int, frac: float, ru
         log["step"].append(step)
         net.train()
 
+    def evaluate_due(t: int, _: Any) -> None:
+        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
+            evaluate(t + 1)
+
     if start == 0:
         evaluate(0)
     t0 = time.perf_counter()
     net.train()
-    bar = ctx.progress(range(start, cfg.steps), desc=key, initial=start, total=cfg.steps)
-    for t in bar:
-        idx = batch(t)
-        loss = F.cross_entropy(net(x_tr[idx]), y_tr[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
-            evaluate(t + 1)
-        ck.maybe_save(t, model=net, optimizer=opt, scheduler=sched,
-                      extra={**log, "seconds": seconds + time.perf_counter() - t0})
+    train(net, lambda model, idx: F.cross_entropy(model(x_tr[idx]), y_tr[idx]), opt, cfg.steps,
+          lambda t: (batch(t),), start=start, scheduler=sched, checkpoint=ck,
+          extra=lambda: {**log, "seconds": seconds + time.perf_counter() - t0}, on_round=evaluate_due,
+          progress=lambda span: ctx.progress(span, desc=key, initial=span.start, total=span.stop))
     seconds += time.perf_counter() - t0
     return {
         "model": model, "layers": n_layers, "train_frac": frac, "seed": run_seed, "n_train": n,

@@ -163,7 +163,7 @@ def _train(ctx: RunContext, data: dict[str, Any], model_name: str, seed_idx: int
     import torch.nn.functional as F
 
     from ..interpret.spectrum import singular_value_decay
-    from ..nn import ksvd_loss
+    from ..training import KSVD, Step, resume, train
 
     cfg: ListOpsConfig = ctx.config
     key = f"{model_name}/seed{seed_idx}"
@@ -176,7 +176,7 @@ def _train(ctx: RunContext, data: dict[str, Any], model_name: str, seed_idx: int
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=cfg.warmup / cfg.steps, anneal_strategy="linear")
     ck = ctx.checkpoint(key, every=cfg.eval_every)
-    start = ck.resume(model=model, optimizer=opt, scheduler=sched)
+    start = resume(ck, model=model, optimizer=opt, scheduler=sched)
     names = ("step", "train_loss", "train_ksvd", "lr", "val_acc", "test_acc", "seconds", "cpu_seconds")
     hist: dict[str, list[Any]] = {k: list(ck.extra.get("history", {}).get(k, [])) for k in names}
     best = ck.extra.get("best")  # {"val": float, "step": int, "state": state dict}
@@ -185,44 +185,47 @@ def _train(ctx: RunContext, data: dict[str, Any], model_name: str, seed_idx: int
     perm_epoch, perm = -1, torch.empty(0, dtype=torch.long)
     # running sums since the last evaluation (saved with the checkpoint)
     acc: dict[str, float] = dict(ck.extra.get("acc", {"loss": 0.0, "ksvd": 0.0, "count": 0, "t": 0.0, "c": 0.0}))
-    bar = ctx.progress(range(start, cfg.steps), desc=key, initial=start, total=cfg.steps)
-    for t in bar:
-        t0, c0 = time.perf_counter(), time.process_time()
+    clock = [0.0, 0.0]
+    lr_used = [0.0]
+
+    def step_batch(t: int) -> Any:
+        nonlocal perm_epoch, perm
+        clock[:] = [time.perf_counter(), time.process_time()]
         e, j = divmod(t, per_epoch)
         if e != perm_epoch:  # a fixed order per epoch: resuming needs no sampler state
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed + e))
             perm_epoch = e
         idx = perm[j * cfg.batch : (j + 1) * cfg.batch]
         model.train()
-        logits = model(_trim(x[idx]))
-        loss = F.cross_entropy(logits, y[idx])
-        reg = None
-        if model_name == "primalformer" and cfg.eta > 0:
-            reg = ksvd_loss(model, per_sample=False)  # official LRA: one J per batch, squared
-            loss = loss + cfg.eta * reg
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        lr_used = float(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-        acc["loss"] += float(loss.detach())
-        acc["ksvd"] += 0.0 if reg is None else float(reg.detach())
+        return (idx,)
+
+    def accumulate(step: Step) -> None:
+        acc["loss"] += float(step.loss)
+        acc["ksvd"] += 0.0 if step.ksvd is None else float(step.ksvd)
         acc["count"] += 1
-        acc["t"] += time.perf_counter() - t0
-        acc["c"] += time.process_time() - c0
+        acc["t"] += time.perf_counter() - clock[0]
+        acc["c"] += time.process_time() - clock[1]
+        lr_used[0] = step.lr
+
+    def evaluate_due(t: int, bar: Any) -> None:
+        nonlocal acc, best
         if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
             val = _accuracy(model, xv, yv, cfg.eval_batch)
             test = _accuracy(model, xt, yt, cfg.eval_batch) if cfg.test_every_eval else None
             c = max(acc["count"], 1)
-            for name, v in zip(names, (t + 1, acc["loss"] / c, acc["ksvd"] / c, lr_used, val, test,
+            for name, v in zip(names, (t + 1, acc["loss"] / c, acc["ksvd"] / c, lr_used[0], val, test,
                                        acc["t"] / c, acc["c"] / c), strict=True):
                 hist[name].append(v)
             acc = {"loss": 0.0, "ksvd": 0.0, "count": 0, "t": 0.0, "c": 0.0}
             if best is None or val > best["val"]:
                 best = {"val": val, "step": t + 1, "state": copy.deepcopy(model.state_dict())}
             bar.set_postfix(loss=f"{hist['train_loss'][-1]:.3f}", val=f"{val:.3f}")
-        ck.maybe_save(t, model=model, optimizer=opt, scheduler=sched,
-                      extra={"history": hist, "best": best, "acc": acc})
+
+    train(model, lambda net, idx: F.cross_entropy(net(_trim(x[idx])), y[idx]), opt, cfg.steps, step_batch,
+          start=start, scheduler=sched, checkpoint=ck, extra=lambda: {"history": hist, "best": best, "acc": acc},
+          ksvd=KSVD(cfg.eta) if model_name == "primalformer" else None,  # official LRA: one J per batch, squared
+          on_step=accumulate, on_round=evaluate_due,
+          progress=lambda span: ctx.progress(span, desc=key, initial=span.start, total=span.stop))
     assert best is not None
     final_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best["state"])

@@ -144,6 +144,7 @@ def _adam(ctx: RunContext, data: tuple[np.ndarray, ...], gates: np.ndarray) -> d
 
     from ..convex import CrossEntropyLoss, regularized_objective
     from ..nn import GatedReLUMLP
+    from ..training import Step, resume, train
 
     cfg: QuickstartConfig = ctx.config
     x_tr, x_te, y_tr, y_te = data
@@ -170,21 +171,29 @@ def _adam(ctx: RunContext, data: tuple[np.ndarray, ...], gates: np.ndarray) -> d
     params = torch.nn.ParameterList([twin.w1, twin.w2])
     opt = torch.optim.Adam(params, lr=cfg.adam_lr)
     ck = ctx.checkpoint("adam", every=cfg.checkpoint_every)
-    start = ck.resume(model=params, optimizer=opt)
+    start = resume(ck, model=params, optimizer=opt)
     objs: list[list[float]] = list(ck.extra.get("objs", []))
-    steps = ctx.progress(
-        range(start, cfg.adam_steps),
-        desc=f"Adam ({len(seeds)} runs, {cfg.adam_dtype})",
-        initial=start,
-        total=cfg.adam_steps,
-    )
-    for t in steps:
-        opt.zero_grad()
+
+    def objective(_: Any, __: None) -> tuple[Any, Any]:
         obj = twin.objectives()
-        obj.sum().backward()  # the seeds' objectives are independent: each gets its own gradient
-        opt.step()
-        objs.append(obj.detach().double().tolist())
-        ck.maybe_save(t, model=params, optimizer=opt, extra={"objs": objs})
+        return obj.sum(), obj  # the seeds' objectives are independent: each gets its own gradient
+
+    def record(step: Step) -> None:
+        objs.append(step.aux.detach().double().tolist())
+
+    train(
+        params,
+        objective,
+        opt,
+        cfg.adam_steps,
+        start=start,
+        checkpoint=ck,
+        extra=lambda: {"objs": objs},
+        on_step=record,
+        progress=lambda span: ctx.progress(
+            span, desc=f"Adam ({len(seeds)} runs, {cfg.adam_dtype})", initial=span.start, total=span.stop
+        ),
+    )
     runs = []
     loss = CrossEntropyLoss(y)
     curves = np.asarray(objs).T  # (S, steps)

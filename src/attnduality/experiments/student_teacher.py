@@ -316,6 +316,8 @@ def _layer_weights(attn: Any, x: Any, pad: Any) -> Any:
 def _train_layer(ctx: RunContext, data: dict[str, Any], model: str, run_seed: int, key: str) -> dict[str, Any]:
     import torch
 
+    from ..training import resume, train
+
     cfg: StudentTeacherConfig = ctx.config
     x, pad, y = data["x"], data["pad"], data["y"]
     tr, te = data["train"], data["test"]
@@ -326,7 +328,7 @@ def _train_layer(ctx: RunContext, data: dict[str, Any], model: str, run_seed: in
     student = last_layer_student(attn, data["bert_layer"])
     opt = torch.optim.Adam(attn.parameters(), lr=cfg.layer_lr)
     ck = ctx.checkpoint(key, every=cfg.checkpoint_every)
-    start = ck.resume(model=attn, optimizer=opt)
+    start = resume(ck, model=attn, optimizer=opt)
     log: dict[str, list[Any]] = {k: list(ck.extra.get(k, [])) for k in ("step", "train_rel", "test_rel")}
     seconds = float(ck.extra.get("seconds", 0.0))
 
@@ -340,22 +342,23 @@ def _train_layer(ctx: RunContext, data: dict[str, Any], model: str, run_seed: in
         log["step"].append(step)
         student.train()
 
+    def objective(_: Any, idx: Any) -> Any:
+        m = real[idx]
+        return (student(x[idx], pad[idx]) - y[idx])[m].square().mean()
+
+    def evaluate_due(t: int, _: Any) -> None:
+        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.layer_steps:
+            evaluate(t + 1)
+
     if start == 0:
         evaluate(0)
     t0 = time.perf_counter()
     student.train()
-    for t in ctx.progress(range(start, cfg.layer_steps), desc=key, initial=start, total=cfg.layer_steps):
-        idx = tr[_batches(len(tr), cfg.layer_batch, t, run_seed)]
-        m = real[idx]
-        loss = (student(x[idx], pad[idx]) - y[idx])[m].square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if model == "convex-simplex":
-            attn.project_()  # projected gradient: the rows back onto the simplex (exact zeros possible)
-        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.layer_steps:
-            evaluate(t + 1)
-        ck.maybe_save(t, model=attn, optimizer=opt, extra={**log, "seconds": seconds + time.perf_counter() - t0})
+    train(attn, objective, opt, cfg.layer_steps, lambda t: (tr[_batches(len(tr), cfg.layer_batch, t, run_seed)],),
+          start=start, checkpoint=ck, extra=lambda: {**log, "seconds": seconds + time.perf_counter() - t0},
+          # projected gradient: the rows back onto the simplex (exact zeros possible)
+          after_step=attn.project_ if model == "convex-simplex" else None, on_round=evaluate_due,
+          progress=lambda span: ctx.progress(span, desc=key, initial=span.start, total=span.stop))
     seconds += time.perf_counter() - t0
     with torch.no_grad():
         student.eval()
@@ -463,6 +466,8 @@ def _train_head(ctx: RunContext, data: dict[str, Any], model: str, beta: float, 
     """Adam (projected for the twin's simplex rows) on ``(1/2N) Σ ‖f(X_i) − y_i‖² + β R`` over the fit sentences."""
     import torch
 
+    from ..training import resume, train
+
     cfg: StudentTeacherConfig = ctx.config
     x, pad, y = data["x"], data["pad"], data["y_cls"]
     fit, val, te = data["fit"], data["val"], data["test"]
@@ -470,7 +475,7 @@ def _train_head(ctx: RunContext, data: dict[str, Any], model: str, beta: float, 
     net = _head_model(model, x.shape[1], cfg, run_seed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.head_lr)
     ck = ctx.checkpoint(key, every=cfg.checkpoint_every)
-    start = ck.resume(model=net, optimizer=opt)
+    start = resume(ck, model=net, optimizer=opt)
     log: dict[str, list[Any]] = {k: list(ck.extra.get(k, [])) for k in ("step", "objective", "val_rel", "test_rel")}
     seconds = float(ck.extra.get("seconds", 0.0))
 
@@ -486,21 +491,21 @@ def _train_head(ctx: RunContext, data: dict[str, Any], model: str, beta: float, 
         log["test_rel"].append(_rel_error(predict(te), y[te], mean))
         log["step"].append(step)
 
+    def objective(head: Any, idx: Any) -> Any:
+        loss = 0.5 * (_head_forward(head, model, x[idx], pad[idx]) - y[idx]).square().sum() / len(idx)
+        return loss + beta * _head_decay(head, model)
+
+    def evaluate_due(t: int, _: Any) -> None:
+        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.head_steps:
+            evaluate(t + 1)
+
     if start == 0:
         evaluate(0)
     t0 = time.perf_counter()
-    for t in ctx.progress(range(start, cfg.head_steps), desc=key, initial=start, total=cfg.head_steps):
-        idx = fit[_batches(len(fit), cfg.head_batch, t, run_seed)]
-        loss = 0.5 * (_head_forward(net, model, x[idx], pad[idx]) - y[idx]).square().sum() / len(idx)
-        obj = loss + beta * _head_decay(net, model)
-        opt.zero_grad(set_to_none=True)
-        obj.backward()
-        opt.step()
-        if model == "twin":
-            net.project_()
-        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.head_steps:
-            evaluate(t + 1)
-        ck.maybe_save(t, model=net, optimizer=opt, extra={**log, "seconds": seconds + time.perf_counter() - t0})
+    train(net, objective, opt, cfg.head_steps, lambda t: (fit[_batches(len(fit), cfg.head_batch, t, run_seed)],),
+          start=start, checkpoint=ck, extra=lambda: {**log, "seconds": seconds + time.perf_counter() - t0},
+          after_step=net.project_ if model == "twin" else None, on_round=evaluate_due,
+          progress=lambda span: ctx.progress(span, desc=key, initial=span.start, total=span.stop))
     seconds += time.perf_counter() - t0
     with torch.no_grad():
         if model == "softmax":

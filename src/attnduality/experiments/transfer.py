@@ -632,6 +632,7 @@ def _adam(ctx: RunContext, key: str, spec: HeadSpec, data: dict[str, Any], fit: 
     import torch
 
     from ..convex import CrossEntropyLoss
+    from ..training import Step, resume, train
 
     cfg: TransferConfig = ctx.config
     tdt = _torch_dtype(cfg.dtype)
@@ -670,20 +671,18 @@ def _adam(ctx: RunContext, key: str, spec: HeadSpec, data: dict[str, Any], fit: 
     opt = torch.optim.Adam(params.parameters(), lr=cfg.adam_lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.adam_steps, eta_min=cfg.adam_lr / 100)
     ck = ctx.checkpoint(key, every=cfg.checkpoint_every)
-    start = ck.resume(model=params, optimizer=opt, scheduler=sched, generators=[gen])
+    start = resume(ck, model=params, optimizer=opt, scheduler=sched, generators=[gen])
     objs: list[float] = list(ck.extra.get("objs", []))
     seconds = float(ck.extra.get("seconds", 0.0))
+
+    def record(step: Step) -> None:
+        objs.append(float(step.loss))
+
     t0 = time.perf_counter()
-    steps = ctx.progress(range(start, cfg.adam_steps), desc=f"Adam {key}", initial=start, total=cfg.adam_steps)
-    for t in steps:
-        opt.zero_grad(set_to_none=True)
-        obj = objective(params)
-        obj.backward()
-        opt.step()
-        sched.step()
-        objs.append(float(obj.detach()))
-        ck.maybe_save(t, model=params, optimizer=opt, scheduler=sched, generators=[gen],
-                      extra={"objs": objs, "seconds": seconds + time.perf_counter() - t0})
+    train(params, lambda p, _: objective(p), opt, cfg.adam_steps, start=start, scheduler=sched, checkpoint=ck,
+          generators=[gen], extra=lambda: {"objs": objs, "seconds": seconds + time.perf_counter() - t0},
+          on_step=record,
+          progress=lambda span: ctx.progress(span, desc=f"Adam {key}", initial=span.start, total=span.stop))
     seconds += time.perf_counter() - t0
     with torch.no_grad():
         final = float(objective(params))

@@ -433,7 +433,9 @@ def _train(ctx: RunContext, data: Mapping[str, Any], dataset: str, model_name: s
     import torch.nn.functional as F
 
     from ..interpret.spectrum import singular_value_decay
-    from ..nn import ksvd_loss, primal_layers
+    from ..nn import primal_layers
+    from ..training import KSVD, Step, resume
+    from ..training import train as run_training
 
     cfg: UEAConfig = ctx.config
     key = f"{dataset}/{model_name}/seed{seed_idx}/{part}"
@@ -452,37 +454,36 @@ def _train(ctx: RunContext, data: Mapping[str, Any], dataset: str, model_name: s
     opt = torch.optim.RAdam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(ctx.seed_for(key + "/shuffle"))
     ck = ctx.checkpoint(key, every=1)
-    start = ck.resume(model=model, optimizer=opt, generators=[gen])
+    start = resume(ck, model=model, optimizer=opt, generators=[gen])
     names = (
         "train_loss", "train_ce", "train_ksvd", "train_acc", "val_acc", "test_acc", "train_seconds", "eval_seconds",
         "train_cpu_seconds", "eval_cpu_seconds",
     )
     hist: dict[str, list[Any]] = {k: list(ck.extra.get("history", {}).get(k, [])) for k in names}
     n = int(x.shape[0])
-    bar = ctx.progress(range(start, cfg.epochs), desc=key, initial=start, total=cfg.epochs)
-    for epoch in bar:
+    sums: dict[str, float] = {}
+    clock: list[float] = []
+
+    def epoch_batches(_: int) -> Any:
         model.train()
-        t0, c0 = time.perf_counter(), time.process_time()
+        clock[:] = [time.perf_counter(), time.process_time()]
         perm = torch.randperm(n, generator=gen)
-        sums = {"loss": 0.0, "ce": 0.0, "ksvd": 0.0, "correct": 0}
-        for i in range(0, n, cfg.batch):
-            idx = perm[i : i + cfg.batch]
-            logits = model(x[idx], None if pad is None else pad[idx])
-            ce = F.cross_entropy(logits, y[idx])
-            loss = ce
-            reg = None
-            if has_primal and eta > 0:
-                reg = ksvd_loss(model, per_sample=True)  # official TS: J² per sequence, averaged
-                loss = ce + eta * reg
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            k = int(idx.numel())
-            sums["loss"] += float(loss.detach()) * k
-            sums["ce"] += float(ce.detach()) * k
-            sums["ksvd"] += 0.0 if reg is None else float(reg.detach()) * k
-            sums["correct"] += int((logits.detach().argmax(dim=1) == y[idx]).sum())
+        sums.update(loss=0.0, ce=0.0, ksvd=0.0, correct=0)
+        return (perm[i : i + cfg.batch] for i in range(0, n, cfg.batch))
+
+    def objective(net: Any, idx: Any) -> tuple[Any, Any]:
+        logits = net(x[idx], None if pad is None else pad[idx])
+        return F.cross_entropy(logits, y[idx]), logits
+
+    def accumulate(step: Step) -> None:
+        k = int(step.batch.numel())
+        sums["loss"] += float(step.loss) * k
+        sums["ce"] += float(step.task) * k
+        sums["ksvd"] += 0.0 if step.ksvd is None else float(step.ksvd) * k
+        sums["correct"] += int((step.aux.detach().argmax(dim=1) == y[step.batch]).sum())
+
+    def evaluate(epoch: int, bar: Any) -> None:
+        t0, c0 = clock
         t1, c1 = time.perf_counter(), time.process_time()
         val = _accuracy(model, xv, padv, yv, cfg.eval_batch) if part == "holdout" else None
         test = _accuracy(model, xt, padt, yt, cfg.eval_batch)
@@ -495,7 +496,14 @@ def _train(ctx: RunContext, data: Mapping[str, Any], dataset: str, model_name: s
         ):
             hist[name].append(v)
         bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", val="-" if val is None else f"{val:.3f}", test=f"{test:.3f}")
-        ck.maybe_save(epoch, model=model, optimizer=opt, generators=[gen], extra={"history": hist})
+
+    run_training(
+        model, objective, opt, cfg.epochs, epoch_batches, start=start, checkpoint=ck, generators=[gen],
+        extra=lambda: {"history": hist},
+        ksvd=KSVD(eta, per_sample=True) if has_primal else None,  # official TS: J² per sequence, averaged
+        grad_clip=cfg.grad_clip, on_step=accumulate, on_round=evaluate,
+        progress=lambda span: ctx.progress(span, desc=key, initial=span.start, total=span.stop),
+    )
     out: dict[str, Any] = {
         "dataset": dataset,
         "model": model_name,
