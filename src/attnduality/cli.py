@@ -2,8 +2,9 @@
 
 * ``attnduality list``: the experiments, with the data each uses;
 * ``attnduality run NAME [--quick] [--seed S] [--out DIR] [--device D] [--set KEY=VALUE ...]``: run one, resumably;
-* ``attnduality fit FEATURES.npz --head KIND ...``: fit a convex head on your own token features, print its
-  certificate, save the model;
+* ``attnduality fit FEATURES.npz --head KIND ...`` or ``attnduality fit --hf-model PATH --texts FILE.csv ...``: fit a
+  convex head on your own token features or a local Hugging Face model's (:mod:`.cli_fit`), print its certificate,
+  save the model;
 * ``attnduality bench NAME [--quick] [--threads T]``: run ``benchmarks/NAME.py`` of a source checkout.
 """
 
@@ -13,269 +14,15 @@ import argparse
 import ast
 import json
 import os
-import platform
 import sys
 import textwrap
-import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from .cli_fit import HEADS, FitError, add_fit_parser, cmd_fit, fit_features
 
 __all__ = ["FitError", "HEADS", "benchmarks_dir", "fit_features", "main"]
-
-
-class FitError(ValueError):
-    """Bad input to ``attnduality fit`` (the message says what is wrong)."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# fit: convex heads on user features
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Head:
-    classifier: str
-    regressor: str
-    kinds: tuple[str, ...]
-    kind_param: str | None
-    tokens: str  # "3d" (needs (N, s, d)), "2d" (needs (N, d), pools tokens), "any"
-    about: str
-
-
-def _formulation_head(family: str, note: str = "") -> _Head:
-    """A head of the formulation registry, described by its formulation and estimators."""
-    from .convex.estimators import estimator_classes
-    from .convex.formulations import formulation_families
-
-    form = formulation_families()[family]
-    clf, reg = estimator_classes(family)
-    kind_param = clf._kind_param
-    return _Head(
-        clf.__name__,
-        reg.__name__,
-        form.kinds if kind_param else (),
-        kind_param,
-        "3d" if form.tokens else "2d",
-        form.summary + note,
-    )
-
-
-HEADS: dict[str, _Head] = {
-    "mlp": _formulation_head("mlp"),
-    "attention": _formulation_head("attention"),
-    "mixer": _formulation_head("mixer"),
-    "fno": _formulation_head("fno", "; --blocks B for block-diagonal B-FNO"),
-    "token_lasso": _Head(
-        "TokenLassoClassifier",
-        "TokenLassoRegressor",
-        ("attention", "gated_fc", "sequence"),
-        "kind",
-        "any",
-        "attention-only network as a group lasso over tokens (Ergen et al. 2022)",
-    ),
-    "nuclear": _formulation_head("linear"),
-}
-_ALL_KINDS = tuple(dict.fromkeys(k for h in HEADS.values() for k in h.kinds))
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise FitError(f"features file {path} does not exist")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise FitError(f"{path} is a single .npy array; save X and y with np.savez({path.name!r}, X=X, y=y)")
-        with loaded as z:
-            return {k: z[k] for k in z.files}
-    except FitError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise FitError(f"cannot read {path} as an .npz archive (np.savez(path, X=X, y=y)): {exc}") from None
-
-
-def _pool(x: np.ndarray, pool: str) -> np.ndarray:
-    if x.ndim == 2:
-        return x
-    return x.mean(axis=1) if pool == "mean" else x.reshape(len(x), -1)
-
-
-def _auto_task(y: np.ndarray) -> str:
-    if y.ndim == 1 and (y.dtype.kind in "biuUS"):
-        return "classify"
-    return "regress"
-
-
-def fit_features(
-    features: str | Path,
-    head: str,
-    *,
-    kind: str | None = None,
-    task: str = "auto",
-    beta: float = 1e-3,
-    tol: float = 1e-6,
-    n_gates: int | None = None,
-    blocks: int | None = None,
-    loss: str | None = None,
-    max_iter: int = 10_000,
-    seed: int = 0,
-    pool: str = "mean",
-    device: str = "cpu",
-    dtype: str = "float64",
-) -> tuple[Any, dict[str, Any]]:
-    """Fit a convex head on the arrays ``X`` and ``y`` (and optional ``X_test``, ``y_test``) of an ``.npz`` file.
-
-    Returns the fitted estimator and a JSON-able summary (status, certificate, scores). Bad input raises
-    :class:`FitError` (a ``ValueError``) with a message naming what is wrong.
-    """
-    from . import convex
-
-    if head not in HEADS:
-        raise FitError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
-    spec = HEADS[head]
-    if task not in ("auto", "classify", "regress"):
-        raise FitError(f"task must be auto, classify or regress, got {task!r}")
-    if pool not in ("mean", "flatten"):
-        raise FitError(f"pool must be mean or flatten, got {pool!r}")
-    from .experiments.runner import check_device
-
-    try:
-        device = check_device(device)
-    except ValueError as exc:
-        raise FitError(str(exc)) from None
-    path = Path(features)
-    arrays = _load_npz(path)
-    missing = [k for k in ("X", "y") if k not in arrays]
-    if missing:
-        found = ", ".join(sorted(arrays)) or "no arrays"
-        raise FitError(
-            f"{path} must contain arrays 'X' ((N, s, d) tokens or (N, d) features) and 'y' (N,); "
-            f"missing {', '.join(repr(m) for m in missing)}; found: {found}"
-        )
-    x, y = arrays["X"], arrays["y"]
-    has_test = "X_test" in arrays or "y_test" in arrays
-    if has_test and not ("X_test" in arrays and "y_test" in arrays):
-        raise FitError(f"{path} has only one of 'X_test' / 'y_test'; give both or neither")
-    if x.ndim not in (2, 3):
-        raise FitError(f"X must be (N, s, d) token features or (N, d) features, got shape {x.shape}")
-    if len(x) != len(y):
-        raise FitError(f"X and y must have the same number of samples, got {len(x)} and {len(y)}")
-    if x.dtype.kind not in "biuf":
-        raise FitError(f"X must be numeric, got dtype {x.dtype}")
-    task = _auto_task(y) if task == "auto" else task
-
-    if spec.tokens == "3d" and x.ndim != 3:
-        raise FitError(f"--head {head} needs token features X of shape (N, s, d); got {x.shape}")
-    if kind is not None and kind not in spec.kinds:
-        allowed = ", ".join(spec.kinds) if spec.kinds else "none (do not pass --kind)"
-        raise FitError(f"--kind {kind} is not available for --head {head}; choose from: {allowed}")
-    if blocks is not None and head != "fno":
-        raise FitError("--blocks applies only to --head fno")
-    if kind == "sequence" and task != "regress":
-        raise FitError("--kind sequence (sequence outputs) is regression only: use --task regress")
-
-    def prep(a: np.ndarray) -> np.ndarray:
-        return _pool(a, pool) if spec.tokens == "2d" else a
-
-    params: dict[str, Any] = {"beta": beta, "tol": tol, "max_iter": max_iter, "random_state": seed}
-    params.update({"device": device, "dtype": dtype})
-    if kind is not None and spec.kind_param is not None:
-        params[spec.kind_param] = kind
-    if n_gates is not None:
-        params["n_gates"] = n_gates
-    if blocks is not None:
-        params["blocks"] = blocks
-    if loss is not None:
-        params["loss"] = loss
-    cls = getattr(convex, spec.classifier if task == "classify" else spec.regressor)
-    try:
-        est = cls(**params)
-    except TypeError as exc:
-        raise FitError(f"{cls.__name__} does not take these options: {exc}") from None
-    xf = prep(x)
-    est.fit(xf, y)
-    cert = est.certificate_
-    score_name = "accuracy" if task == "classify" else "R2"
-    summary: dict[str, Any] = {
-        "features": str(path),
-        "head": head,
-        "estimator": cls.__name__,
-        "task": task,
-        "kind": kind if kind is not None else getattr(est, spec.kind_param or "", None),
-        "params": {k: v for k, v in est.get_params().items() if k != "gates"},
-        "X_shape": list(x.shape),
-        "fit_input_shape": list(xf.shape),
-        "status": est.status_,
-        "iterations": int(est.n_iter_),
-        "seconds": float(getattr(est, "solve_time_", float("nan"))),
-        "certificate": {
-            "primal": float(cert.primal),
-            "dual": float(cert.dual),
-            "gap": float(cert.gap),
-            "relative_gap": float(cert.rel_gap),
-        },
-        "score": score_name,
-        "train_score": float(est.score(xf, y)),
-    }
-    if has_test:
-        xt, yt = arrays["X_test"], arrays["y_test"]
-        if xt.shape[1:] != x.shape[1:]:
-            raise FitError(f"X_test must have shape (M, {', '.join(map(str, x.shape[1:]))}), got {xt.shape}")
-        summary["test_score"] = float(est.score(prep(xt), yt))
-    return est, summary
-
-
-def _cmd_fit(args: argparse.Namespace) -> int:
-    import joblib
-
-    from . import __version__
-
-    out = args.out or Path(f"{Path(args.features).stem}-{args.head}.joblib")
-    if out.is_dir():
-        raise FitError(f"--out {out} is a directory; give a file name such as {out / 'model.joblib'}")
-    try:  # before the fit, so that a bad --out does not cost a solve
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FitError(f"cannot write the model to {out}: {exc.strerror or exc}") from None
-    est, summary = fit_features(
-        args.features,
-        args.head,
-        kind=args.kind,
-        task=args.task,
-        beta=args.beta,
-        tol=args.tol,
-        n_gates=args.n_gates,
-        blocks=args.blocks,
-        loss=args.loss,
-        max_iter=args.max_iter,
-        seed=args.seed,
-        pool=args.pool,
-        device=args.device,
-        dtype=args.dtype,
-    )
-    joblib.dump(est, out)
-    summary["model"] = str(out)
-    summary["versions"] = {"attnduality": __version__, "python": platform.python_version()}
-    json_path = out.with_suffix(".json")
-    json_path.write_text(json.dumps(summary, indent=2, default=str))
-    c = summary["certificate"]
-    shape = " x ".join(map(str, summary["X_shape"][1:]))
-    print(
-        f"{summary['estimator']} ({args.head}, kind={summary['kind']}, task={summary['task']}) on "
-        f"{summary['X_shape'][0]} samples of {shape}"
-    )
-    print(f"status: {summary['status']} after {summary['iterations']} iterations, {summary['seconds']:.2f} s")
-    print(
-        f"certificate: primal {c['primal']:.8g}  dual (lower bound) {c['dual']:.8g}  "
-        f"relative gap {c['relative_gap']:.2e}"
-    )
-    line = f"train {summary['score']}: {summary['train_score']:.4f}"
-    if "test_score" in summary:
-        line += f"   test {summary['score']}: {summary['test_score']:.4f}"
-    print(line)
-    print(f"saved model to {out} (joblib.load) and summary to {json_path}")
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -531,70 +278,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     rp.add_argument("--no-report", action="store_true", help="do not print report.md at the end")
 
-    kinds_help = "; ".join(f"{h}: {', '.join(s.kinds) or '-'}" for h, s in HEADS.items())
-    fp = sub.add_parser(
-        "fit",
-        help="fit a convex head on your own features (.npz with X, y), print the certificate, save the model",
-        description=_para(
-            "Fit a convex head on features saved with np.savez(FEATURES.npz, X=X, y=y[, X_test=..., y_test=...]): "
-            "X is (N, s, d) token features or (N, d) features, y is (N,) labels or targets. Prints the solver status, "
-            "the duality-gap certificate (primal objective, dual lower bound, relative gap) and the train (and test) "
-            "accuracy or R², then saves the fitted estimator with joblib (joblib.load(path).predict(X)) and a JSON "
-            "summary next to it."
-        ),
-        epilog="heads:\n" + "\n".join(f"  {h:12s} {s.about} [X: {s.tokens}]" for h, s in HEADS.items()),
-        formatter_class=_Formatter,
-    )
-    fp.add_argument("features", type=Path, metavar="FEATURES.npz", help="npz archive with arrays X and y")
-    fp.add_argument("--head", required=True, choices=list(HEADS), help="convex head to fit (see below)")
-    fp.add_argument(
-        "--kind",
-        choices=_ALL_KINDS,
-        default=None,
-        help=f"head variant (default: the head's own default, gated_relu / attention); valid per head: {kinds_help}",
-    )
-    fp.add_argument(
-        "--task",
-        choices=("auto", "classify", "regress"),
-        default="auto",
-        help="classify (labels; reports accuracy) or regress (reports R²); "
-        "auto (default): classify for integer/string y, else regress",
-    )
-    fp.add_argument(
-        "--beta", type=float, default=1e-3, help="regularisation β of the averaged objective (default 1e-3)"
-    )
-    fp.add_argument(
-        "--tol", type=float, default=1e-6, help="stop at this certified relative duality gap (default 1e-6)"
-    )
-    fp.add_argument("--n-gates", type=int, default=None, help="sampled gates (gated heads; default: the head's)")
-    fp.add_argument("--blocks", type=int, default=None, help="B of a block-diagonal B-FNO (fno only; default 1)")
-    fp.add_argument(
-        "--loss",
-        choices=("cross_entropy", "logistic", "squared"),
-        default=None,
-        help="loss (default cross_entropy to classify, squared to regress)",
-    )
-    fp.add_argument("--max-iter", type=int, default=10_000, help="solver iteration limit (default 10000)")
-    fp.add_argument("--seed", type=int, default=0, help="random_state of the gate sampling (default 0)")
-    fp.add_argument(
-        "--pool",
-        choices=("mean", "flatten"),
-        default="mean",
-        help="how mlp/nuclear heads turn (N, s, d) tokens into (N, d) features: mean over tokens (default) or "
-        "flatten to s·d features",
-    )
-    fp.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    fp.add_argument(
-        "--dtype", choices=("float64", "float32"), default="float64", help="solver precision (default float64)"
-    )
-    fp.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="MODEL.joblib",
-        help="where to save the model (default FEATURES-HEAD.joblib in the current directory); the summary goes "
-        "to the same path with .json",
-    )
+    add_fit_parser(sub, _Formatter, _para)
 
     benches = _benchmarks()
     bench_epilog = (
@@ -630,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.args = extra
-    commands = {"list": _cmd_list, "run": _cmd_run, "fit": _cmd_fit, "bench": _cmd_bench}
+    commands = {"list": _cmd_list, "run": _cmd_run, "fit": cmd_fit, "bench": _cmd_bench}
     try:
         return commands[args.command](args)
     except MissingDataError as exc:
