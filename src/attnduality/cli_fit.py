@@ -494,7 +494,7 @@ def fit_hf(
         "batch_size": batch_size,
         "cache": cache,
         "progress": progress,
-        "name": f"hf-{model_path.name}",
+        "name": f"hf-{getattr(model.config, 'model_type', 'model')}-{model_path.resolve().name}",
     }
     if texts is not None:
         feats = token_features(model, prep, inputs, max_tokens=max_tokens, **common)
