@@ -353,7 +353,8 @@ def token_features(
     pad = getattr(tokenizer, "pad_token_id", None)
     pad = 0 if pad is None else int(pad)
     dev = _device(run_model)
-    takes_mask = "attention_mask" in inspect.signature(run_model.forward).parameters
+    params = inspect.signature(run_model.forward).parameters
+    takes_mask = "attention_mask" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
     order = np.argsort(-lengths, kind="stable")  # similar lengths per batch: little padding
     batches = [np.sort(order[b : b + batch_size]) for b in range(0, len(order), batch_size)]
 
