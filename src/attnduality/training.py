@@ -22,9 +22,10 @@ Data parallel (a process group with ``world > 1``, e.g. under ``torchrun``): the
 ``DistributedDataParallel`` (``static_graph``: Λ is used only by the KSVD term, outside ``forward``) and the
 objective gets the wrapper; each rank's ``batches(t)`` is its equal share of the global batch
 (:class:`attnduality.distributed.GlobalBatchLoader`) and its loss must be scaled so that the DDP gradient average
-is the global batch's gradient. The KSVD term is then that of the *global* batch (per-sample form: a sum over the
-ranks' sequences; batch form: each layer's ``J`` assembled from the ranks' parts, see :func:`ksvd_data_parallel`).
-Rank 0 writes the checkpoints, with every rank's torch RNG state in ``extra["rank_rng"]``.
+is the global batch's gradient. The KSVD term is then that of the *global* batch (per-sample form: the mean over
+all ranks' sequences; batch form: each layer's ``J`` assembled from the ranks' parts, see
+:func:`ksvd_data_parallel`). Rank 0 writes the checkpoints, with every rank's torch RNG state in
+``extra["rank_rng"]``, which :func:`resume` gives back to each rank.
 """
 
 from __future__ import annotations
