@@ -17,7 +17,7 @@ import torch
 
 from _common import base_parser, machine_info, out_name, print_table, set_threads, write_json
 from attnduality.convex.operators import features
-from attnduality.experiments.transfer import HEADS, TransferConfig, _operator, _sample_gates, effective_blocks
+from attnduality.experiments.transfer import HEADS, TransferConfig, effective_blocks, head_operator, sample_head_gates
 
 NAME = "bench_transfer_cost"
 
@@ -61,10 +61,10 @@ def main() -> None:
     for key in args.heads:
         spec = HEADS[key]
         blocks = effective_blocks(args.bfno_blocks, args.d, args.c) if spec.bfno else 1
-        g = _sample_gates(spec, args.s, args.d, blocks, cfg, args.seed)
+        g = sample_head_gates(spec, args.s, args.d, blocks, cfg, args.seed)
         x = x_tok if spec.tokens else x_mean
         t0 = time.perf_counter()
-        op = _operator(spec, x, None if g is None else torch.as_tensor(g), args.c, grid, blocks)
+        op = head_operator(spec, x, None if g is None else torch.as_tensor(g), args.c, grid, blocks)
         build = time.perf_counter() - t0
         z = torch.randn(op.z_shape, dtype=torch.float64)
         t0 = time.perf_counter()

@@ -1,0 +1,330 @@
+"""The transfer experiment's heads: each head's formulation, gates and operator, the certified validation path and
+refit, the full-width reference, and full-batch Adam on the twin (``lift`` of the formulation)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..runner import RunContext
+from .config import HEADS, HeadSpec, TransferConfig
+
+__all__ = [
+    "adam_on_twin",
+    "feature_cache",
+    "final_fit",
+    "head_operator",
+    "reference_fit",
+    "sample_head_gates",
+    "torch_dtype",
+    "validate_head",
+]
+
+
+@contextlib.contextmanager
+def feature_cache(n_bytes: float, itemsize: int) -> Iterator[None]:
+    """Let the token operators keep their lifted features in memory up to ``n_bytes`` (default 128 MiB) while a
+    training-set operator is built; prediction-time operators keep the library default (chunked recomputation)."""
+    from ...convex.operators import features
+
+    old = features.CACHE_LIMIT
+    features.CACHE_LIMIT = max(old, int(n_bytes // itemsize))
+    try:
+        yield
+    finally:
+        features.CACHE_LIMIT = old
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def _n_gates(spec: HeadSpec, cfg: TransferConfig) -> int:
+    return {"mlp": cfg.gates_mlp, "attention": cfg.gates_attention, "mixer": cfg.gates_mixer,
+            "fno": cfg.gates_fno}.get(spec.family, 0)
+
+
+def _formulation(spec: HeadSpec, grid: tuple[int, ...], blocks: int) -> Any:
+    """The head's :class:`~attnduality.convex.formulations.Formulation` (the token grid and B where it takes them)."""
+    from ...convex import get_formulation
+
+    taken = get_formulation(spec.family, kind=spec.kind).options()
+    opts = {k: v for k, v in (("grid", tuple(grid)), ("blocks", blocks)) if k in taken}
+    return get_formulation(spec.family, kind=spec.kind, **opts)
+
+
+def sample_head_gates(spec: HeadSpec, s: int, d: int, blocks: int, cfg: TransferConfig, seed: int) -> np.ndarray | None:
+    """I.i.d. Gaussian gates in the estimator's layout (float64), or None for a linear head."""
+    form = _formulation(spec, (s,), blocks)
+    return form.sample_gates(s, d, _n_gates(spec, cfg), seed).numpy() if form.gated else None
+
+
+def head_operator(spec: HeadSpec, x: Any, gates: Any, n_classes: int, grid: tuple[int, ...], blocks: int) -> Any:
+    """The convex head's operator ``A`` on inputs ``x`` (the estimators build the same ones)."""
+    return _formulation(spec, grid, blocks).operator(x, gates, n_classes)
+
+
+def _problem(spec: HeadSpec, x: np.ndarray, y: np.ndarray, gates: np.ndarray | None, n_classes: int,
+             grid: tuple[int, ...], blocks: int, dtype: str) -> Any:
+    """The head's convex program on ``(x, y)`` with mean cross-entropy, at β = 1."""
+    import torch
+
+    from ...convex import CrossEntropyLoss
+
+    tdt = torch_dtype(dtype)
+    xt = torch.as_tensor(np.ascontiguousarray(x), dtype=tdt)
+    g = None if gates is None else torch.as_tensor(gates, dtype=tdt)
+    return _formulation(spec, grid, blocks).problem(CrossEntropyLoss(torch.as_tensor(y)), xt, g, n_classes)
+
+
+def _beta_max(spec: HeadSpec, x: np.ndarray, y: np.ndarray, gates: np.ndarray | None, n_classes: int,
+              grid: tuple[int, ...], blocks: int, dtype: str) -> float:
+    """``R°(A*∇f(0))``: the smallest β with ``Z = 0`` optimal, for this head, its gates and the fitting data."""
+    from ...convex import beta_max
+
+    return beta_max(_problem(spec, x, y, gates, n_classes, grid, blocks, dtype))
+
+
+def _estimator(spec: HeadSpec, beta: float, gates: np.ndarray | None, grid: tuple[int, ...], blocks: int, tol: float,
+               cfg: TransferConfig) -> Any:
+    from ...convex import make_estimator
+
+    form = _formulation(spec, grid, blocks)
+    kw: dict[str, Any] = {"beta": beta, "tol": tol, "max_iter": cfg.max_iter, "dtype": cfg.dtype}
+    return make_estimator(form, **kw, **({"gates": gates} if form.gated else {}))
+
+
+def _blocks_of(spec: HeadSpec, coef: np.ndarray) -> np.ndarray:
+    """The lifted solution as a stack of the matrices the penalty sums nuclear norms over: (n_blocks, p, q)."""
+    return coef.reshape(-1, *coef.shape[-2:])
+
+
+def _ranks(blocks: np.ndarray) -> np.ndarray:
+    """Numerical ranks of the blocks (the library's recovery threshold: σ_max · min(p, q) · eps of the whole)."""
+    s = np.linalg.svd(blocks, compute_uv=False)
+    top = float(s.max()) if s.size else 0.0
+    cut = top * min(blocks.shape[-2:]) * np.finfo(blocks.dtype).eps
+    return (s > cut).sum(axis=-1) if top > 0 else np.zeros(len(blocks), dtype=int)
+
+
+def _check_lift(spec: HeadSpec, est: Any) -> float:
+    """Relative error of ``Z(recovered twin weights)`` against the certified solution (token heads: the library's
+    recovery must invert the formulation's lift exactly, otherwise Adam would not train the twin of this program)."""
+    import torch
+
+    if not spec.tokens:
+        return 0.0
+    twin = est.to_module()
+    z = est.formulation_.lift(twin.w1.detach(), twin.w2.detach()).cpu().numpy()
+    ref = np.asarray(est.coef_)
+    return float(np.linalg.norm(z - ref) / max(np.linalg.norm(ref), torch.finfo(torch.float64).tiny))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fits
+# ----------------------------------------------------------------------------------------------------------------
+def _inputs(spec: HeadSpec, data: dict[str, Any], part: str) -> np.ndarray:
+    return data[f"x_{part}"] if spec.tokens else data[f"mean_{part}"]
+
+
+def _fit(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac: float, gates: np.ndarray | None,
+         blocks: int, tol: float, cfg: TransferConfig, verbose: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Fit one head at β = frac · β_max on the training samples ``idx`` (None: all); the fitted estimator and a
+    summary (β, status, certificate, times)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    x_all, y_all = _inputs(spec, data, "train"), data["y_train"]
+    x, y = (x_all, y_all) if idx is None else (x_all[idx], y_all[idx])
+    c = data["n_classes"]
+    if len(np.unique(y)) != c:
+        raise ValueError(f"the fitting samples miss a class ({len(np.unique(y))} of {c}); increase n_train")
+    t0 = time.perf_counter()
+    bmax = _beta_max(spec, x, y, gates, c, data["grid"], blocks, cfg.dtype)
+    t_bmax = time.perf_counter() - t0
+    est = _estimator(spec, frac * bmax, gates, data["grid"], blocks, tol, cfg).set_params(verbose=int(verbose))
+    itemsize = 4 if cfg.dtype == "float32" else 8
+    t0 = time.perf_counter()
+    with feature_cache(cfg.cache_gb * 2**30, itemsize), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the status is recorded instead
+        est.fit(x, y)
+    wall = time.perf_counter() - t0
+    return est, {
+        "beta_frac": frac, "beta_max": bmax, "beta": frac * bmax, "status": est.status_, "n_iter": int(est.n_iter_),
+        "rel_gap": float(est.certificate_.rel_gap), "objective": float(est.objective_),
+        "lower_bound": float(est.certificate_.dual), "solve_seconds": float(est.solve_time_),
+        "fit_seconds": wall, "beta_max_seconds": t_bmax, "n_fit": len(y),
+    }
+
+
+def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: np.ndarray | None,
+              blocks: int) -> list[dict[str, Any]]:
+    """Validation accuracy at every β in ``beta_fracs``·β_max: the convex program of the head on the fit split,
+    solved along a warm-started regularisation path (largest β first, ``solver='auto'``: FISTA, then Newton where
+    FISTA is slow; each point certified to ``val_tol``), scored on the validation split. Same operator, penalty, loss
+    and solver as the estimators."""
+    import torch
+
+    from ...convex import CrossEntropyLoss, solve_path
+    from ...convex.solvers import make_solver
+
+    cfg: TransferConfig = ctx.config
+    tdt = torch_dtype(cfg.dtype)
+    x = _inputs(spec, data, "train")
+    fit, val = data["fit_idx"], data["val_idx"]
+    y_fit = data["y_train"][fit]
+    c = data["n_classes"]
+    if len(np.unique(y_fit)) != c:
+        raise ValueError(f"the fit split misses a class ({len(np.unique(y_fit))} of {c}); increase n_train")
+    g = None if gates is None else torch.as_tensor(gates, dtype=tdt)
+    t0 = time.perf_counter()
+    bmax = _beta_max(spec, x[fit], y_fit, gates, c, data["grid"], blocks, cfg.dtype)
+    t_bmax = time.perf_counter() - t0
+    form = _formulation(spec, data["grid"], blocks)
+    with feature_cache(cfg.cache_gb * 2**30, 4 if cfg.dtype == "float32" else 8):
+        problem = form.problem(CrossEntropyLoss(torch.as_tensor(y_fit)),
+                               torch.as_tensor(np.ascontiguousarray(x[fit]), dtype=tdt), g, c)
+    fracs = list(cfg.beta_fracs)
+    solver = make_solver("auto", problem, cfg.val_tol, cfg.max_iter, None)
+    path = solve_path(problem, [f * bmax for f in fracs], solver, verbose=ctx.show_progress, label=f"{spec.key} val")
+    del problem
+    op_val = head_operator(spec, torch.as_tensor(np.ascontiguousarray(x[val]), dtype=tdt), g, c, data["grid"], blocks)
+    y_val = torch.as_tensor(data["y_train"][val])
+    out = []
+    with torch.no_grad():
+        for f, res in zip(fracs, path, strict=True):
+            out.append({
+                "beta_frac": f, "beta_max": bmax, "beta": f * bmax, "status": res.status, "n_iter": int(res.n_iter),
+                "rel_gap": float(res.certificate.rel_gap), "objective": float(res.objective),
+                "solve_seconds": float(res.time), "beta_max_seconds": t_bmax, "n_fit": len(fit),
+                "val_acc": float((op_val.forward(res.z).argmax(1) == y_val).double().mean()),
+            })
+    return out
+
+
+def final_fit(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], frac: float, gates: np.ndarray | None,
+           blocks: int) -> dict[str, Any]:
+    """The refit on the whole training set with the selected β: test predictions, twin size, gates for Adam."""
+    cfg: TransferConfig = ctx.config
+    est, rec = _fit(spec, data, None, frac, gates, blocks, cfg.tol, cfg, verbose=ctx.show_progress)
+    t0 = time.perf_counter()
+    pred = est.predict(_inputs(spec, data, "test"))
+    rec["predict_seconds"] = time.perf_counter() - t0
+    rec["train_acc"] = float(est.score(_inputs(spec, data, "train"), data["y_train"]))
+    rec["test_pred"] = np.asarray(pred, dtype=np.int64)
+    rec["test_acc"] = float((pred == data["y_test"]).mean())
+    coef = np.asarray(est.coef_)
+    blk = _blocks_of(spec, coef)
+    ranks = _ranks(blk)
+    rec["lifted_vars"] = int(coef.size)
+    rec["heads"] = int(ranks.sum())
+    rec["max_rank"] = int(ranks.max()) if ranks.size else 0
+    rec["params"] = int((ranks * (blk.shape[-2] + blk.shape[-1])).sum())
+    rec["twin_lift_error"] = _check_lift(spec, est)
+    if rec["twin_lift_error"] > (1e-6 if cfg.dtype == "float64" else 1e-3):
+        raise RuntimeError(f"{spec.key}: Z(recovered twin) differs from the certified solution by "
+                           f"{rec['twin_lift_error']:.2e}; the lift used for Adam does not match this head")
+    rec["coef_shape"] = list(coef.shape)
+    rec["gates_kept"] = None if getattr(est, "gates_", None) is None else np.asarray(est.gates_)
+    rec["n_gates_kept"] = 0 if rec["gates_kept"] is None else int(
+        rec["gates_kept"].shape[est.formulation_.gate_axis])
+    return rec
+
+
+def reference_fit(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
+    """The logistic baseline on the unpooled mean token, with the same β selection (a reference outside the claim)."""
+    cfg: TransferConfig = ctx.config
+    spec = HEADS["logreg"]
+    wide = {**data, "mean_train": data["ref_train"], "mean_test": data["ref_test"]}
+    val_acc = None
+    frac = float(cfg.beta_fracs[0])
+    if len(cfg.beta_fracs) > 1:
+        val_acc, frac = max((r["val_acc"], r["beta_frac"]) for r in validate_head(ctx, spec, wide, None, 1))
+    est, rec = _fit(spec, wide, None, frac, None, 1, cfg.tol, cfg, verbose=ctx.show_progress)
+    rec.update({"val_acc": val_acc, "n_features": int(wide["mean_train"].shape[1]),
+                "test_acc": float(est.score(wide["mean_test"], data["y_test"]))})
+    return rec
+
+
+def adam_on_twin(ctx: RunContext, key: str, spec: HeadSpec, data: dict[str, Any], fit: dict[str, Any],
+          blocks: int) -> dict[str, Any]:
+    """Full-batch Adam on the twin (same gates and β, width = the recovered twin's) from a random initialisation."""
+    import torch
+
+    from ...convex import CrossEntropyLoss
+    from ...training import Step, resume, train
+
+    cfg: TransferConfig = ctx.config
+    tdt = torch_dtype(cfg.dtype)
+    x = torch.as_tensor(np.ascontiguousarray(_inputs(spec, data, "train")), dtype=tdt)
+    y = torch.as_tensor(data["y_train"])
+    c, s, d = data["n_classes"], int(data["x_train"].shape[1]), int(data["x_train"].shape[2])
+    gates = None if fit["gates_kept"] is None else torch.as_tensor(fit["gates_kept"], dtype=tdt)
+    itemsize = 4 if cfg.dtype == "float32" else 8
+    with feature_cache(cfg.cache_gb * 2**30, itemsize):
+        op = head_operator(spec, x, gates, c, data["grid"], blocks)
+    h = max(int(fit["max_rank"]), 1)
+    form = _formulation(spec, data["grid"], blocks)
+    shape1, shape2 = form.twin_shapes(tuple(fit["coef_shape"]), h, s, d, c)
+    gen = torch.Generator().manual_seed(ctx.seed_for(key))
+    params = torch.nn.ParameterDict({
+        "w1": torch.nn.Parameter(torch.randn(shape1, generator=gen, dtype=tdt)),
+        "w2": torch.nn.Parameter(torch.randn(shape2, generator=gen, dtype=tdt)),
+    })
+    loss = CrossEntropyLoss(y)
+    beta = float(fit["beta"])
+
+    def logits(p: Any, operator: Any) -> Any:
+        z = form.lift(p["w1"], p["w2"])
+        if spec.family == "mlp":  # GatedMLPOperator.forward writes into a reused buffer: no autograd through it
+            return torch.einsum("np,nd,pdc->nc", operator.masks, operator.x, z)
+        return operator.forward(z)
+
+    def objective(p: Any) -> Any:
+        return loss.value(logits(p, op)) + beta * 0.5 * (p["w1"].square().sum() + p["w2"].square().sum())
+
+    with torch.no_grad():  # the head is bilinear: scaling both factors by a scales the logits by a²
+        std = float(logits(params, op).std())
+        a = math.sqrt(1.0 / std) if std > 0 else 1.0
+        params["w1"].mul_(a)
+        params["w2"].mul_(a)
+    opt = torch.optim.Adam(params.parameters(), lr=cfg.adam_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.adam_steps, eta_min=cfg.adam_lr / 100)
+    ck = ctx.checkpoint(key, every=cfg.checkpoint_every)
+    start = resume(ck, model=params, optimizer=opt, scheduler=sched, generators=[gen])
+    objs: list[float] = list(ck.extra.get("objs", []))
+    seconds = float(ck.extra.get("seconds", 0.0))
+
+    def record(step: Step) -> None:
+        objs.append(float(step.loss))
+
+    t0 = time.perf_counter()
+    train(params, lambda p, _: objective(p), opt, cfg.adam_steps, start=start, scheduler=sched, checkpoint=ck,
+          generators=[gen], extra=lambda: {"objs": objs, "seconds": seconds + time.perf_counter() - t0},
+          on_step=record,
+          progress=lambda span: ctx.progress(span, desc=f"Adam {key}", initial=span.start, total=span.stop))
+    seconds += time.perf_counter() - t0
+    with torch.no_grad():
+        final = float(objective(params))
+        train_acc = float((logits(params, op).argmax(1) == y).double().mean())
+        xt = torch.as_tensor(np.ascontiguousarray(_inputs(spec, data, "test")), dtype=tdt)
+        op_test = head_operator(spec, xt, gates, c, data["grid"], blocks)
+        pred = logits(params, op_test).argmax(1).numpy()
+    p_star, lower = float(fit["objective"]), float(fit["lower_bound"])
+    keep = np.unique(np.linspace(0, max(len(objs) - 1, 0), min(len(objs), 500)).astype(int)) if objs else []
+    return {
+        "steps": cfg.adam_steps, "heads_per_block": h, "seconds": seconds, "final_objective": final,
+        "best_objective": min([final, *objs]), "certified_objective": p_star, "lower_bound": lower,
+        "rel_excess": (final - p_star) / abs(p_star), "below_lower_bound": bool(min([final, *objs]) < lower - 1e-9 *
+                                                                                   abs(lower)),
+        "train_acc": train_acc, "test_acc": float((pred == data["y_test"]).mean()),
+        "test_pred": pred.astype(np.int64), "curve_step": [int(i) for i in keep],
+        "curve": [objs[i] for i in keep],
+    }
