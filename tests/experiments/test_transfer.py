@@ -95,8 +95,12 @@ def test_tiny_run_table_certificates_adam_and_report(tiny_run: tuple[Path, dict[
     for text in ("SUBSTITUTES", "Budget (below the paper's)", "## Claim: attention-style convex heads beat",
                  "on this substitute", "B-FNO uses B = 2 (the requested 5 does not divide"):
         assert text in report
-    for fig in ("accuracy.png", "adam.png"):
+    for fig in ("accuracy.png", "adam.png", "pang_lee-block-norms.png", "fashion_mnist-spectrum.png"):
         assert (out / fig).stat().st_size > 0 and fig in report
+    # the best self-attention head on validation is read: spectrum share and agreement with the logistic baseline
+    assert 0.0 < m["pang_lee.interpret.top_share"] <= 1.0
+    assert 0.0 <= m["fashion_mnist.interpret.agreement_with_logreg"] <= 1.0
+    assert "learned (pang_lee).** Effective rank per block" in report
     # Adam was checkpointed mid-way (every 5 steps of 12)
     ck = torch.load(out / "checkpoints" / "train" / "fashion_mnist" / "attn_gated" / "adam.pt", weights_only=False)
     assert ck["next"] == 10 and len(ck["extra"]["objs"]) == 10

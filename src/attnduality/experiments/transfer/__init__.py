@@ -34,8 +34,9 @@ against the recovered twin), which is the twin's forward pass exactly and much c
 final objective is compared with the certified optimum: it can never go below the dual bound.
 
 Steps (resumable): ``<dataset>/features``, ``<dataset>/<head>/val-path`` (when there are several β fractions),
-``<dataset>/<head>/fit``, ``<dataset>/<head>/adam`` (checkpointed every ``checkpoint_every`` steps) and
-``<dataset>/reference-full-width``.
+``<dataset>/<head>/fit``, ``<dataset>/<head>/adam`` (checkpointed every ``checkpoint_every`` steps),
+``<dataset>/reference-full-width`` and ``<dataset>/interpret`` (the self-attention head with the best validation
+accuracy refit and read: singular spectrum, block norms beside the mean Gram, agreement with the logistic baseline).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from .config import BASELINES, DATASET_LABELS, DATASETS, HEADS, HeadSpec, Transf
 from .data import load_target
 from .figures import accuracy_figure, adam_figure
 from .heads import adam_on_twin, final_fit, head_operator, reference_fit, sample_head_gates, validate_head
+from .interpret import ATTENTION_HEADS, attention_figures, interpret_attention
 from .stats import claim_text, claim_verdict, effective_blocks, mcnemar_p
 
 __all__ = [
@@ -93,6 +95,7 @@ def _run_head(ctx: RunContext, ds: str, head: str, data: dict[str, Any], blocks_
         "lower_bound": fit["lower_bound"], "n_iter": fit["n_iter"],
         "val_fits": [{k: v[k] for k in ("beta_frac", "val_acc", "status", "rel_gap", "solve_seconds")} for v in vals],
         "correct": np.asarray(fit["test_pred"]) == data["y_test"],
+        "fit": fit,
     }
     adam = None
     if cfg.adam_steps > 0:
@@ -122,10 +125,11 @@ def _run_target(ctx: RunContext, ds: str) -> tuple[list[dict[str, Any]], dict[st
         ctx.metric(f"{ds}.{k}", meta[k])
     s, d, c = meta["n_tokens"], meta["n_features"], meta["n_classes"]
     blocks_bfno = effective_blocks(cfg.bfno_blocks, d, c)
-    rows, correct, curves = [], {}, {}
+    rows, correct, curves, fits = [], {}, {}, {}
     for head in ctx.progress(cfg.heads, desc=f"heads ({ds})"):
         row, adam = _run_head(ctx, ds, head, data, blocks_bfno)
         correct[head] = row.pop("correct")
+        fits[head] = row.pop("fit")
         rows.append(row)
         if adam is not None:
             curves[head] = adam
@@ -142,7 +146,37 @@ def _run_target(ctx: RunContext, ds: str) -> tuple[list[dict[str, Any]], dict[st
              f"B-FNO uses B = {blocks_bfno}"
              + ("" if blocks_bfno == cfg.bfno_blocks else f" (the requested {cfg.bfno_blocks} does not divide both "
                                                            f"d = {d} and c = {c})") + ".")
+    _interpret(ctx, ds, data, rows, fits)
     return rows, correct, curves
+
+
+def _interpret(ctx: RunContext, ds: str, data: dict[str, Any], rows: list[dict[str, Any]],
+               fits: dict[str, dict[str, Any]]) -> None:
+    """The figures of the self-attention head with the best validation accuracy (ties: the first), and how often its
+    test predictions coincide with the logistic baseline's."""
+    cands = [r for r in rows if r["head"] in ATTENTION_HEADS and r.get("val_acc") is not None]
+    if not cands:
+        return
+    best = max(cands, key=lambda r: r["val_acc"])
+    head = best["head"]
+    fit = fits[head]
+    logreg = fits.get("logreg")
+    rec = ctx.step(f"{ds}/interpret", lambda: interpret_attention(
+        ctx, data, head, float(best["beta_frac"]), fit["gates_kept"], np.asarray(fit["test_pred"]),
+        None if logreg is None else np.asarray(logreg["test_pred"])), storage="torch")  # fmt: skip
+    gram, spectrum = attention_figures(rec)
+    ctx.figure(f"{ds}-block-norms", gram, caption=f"{DATASET_LABELS[ds]}: `{head}` (best self-attention head on "
+               "validation), block norms of its lifted solution beside the mean |Gram| of the tokens")
+    ctx.figure(f"{ds}-spectrum", spectrum, caption=f"{DATASET_LABELS[ds]}: `{head}`, singular values of the lifted "
+               "solution (one line per gate): the heads of the recovered twin")
+    agree = rec["agreement_with_logreg"]
+    ctx.metric(f"{ds}.interpret.top_share", rec["top_share"])
+    if agree is not None:
+        ctx.metric(f"{ds}.interpret.agreement_with_logreg", agree)
+    ctx.note(f"**What `{head}` learned ({ds}).** Effective rank per block {rec['effective_rank']}; the largest "
+             f"singular value carries {rec['top_share']:.0%} of the nuclear norm"
+             + ("" if agree is None else f"; its test predictions coincide with the logistic baseline's on "
+                f"{agree:.1%} of the test samples") + ".")
 
 
 @register_experiment(

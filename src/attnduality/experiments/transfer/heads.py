@@ -19,6 +19,7 @@ __all__ = [
     "adam_on_twin",
     "feature_cache",
     "final_fit",
+    "fit_head",
     "head_operator",
     "reference_fit",
     "sample_head_gates",
@@ -135,7 +136,7 @@ def _inputs(spec: HeadSpec, data: dict[str, Any], part: str) -> np.ndarray:
     return data[f"x_{part}"] if spec.tokens else data[f"mean_{part}"]
 
 
-def _fit(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac: float, gates: np.ndarray | None,
+def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac: float, gates: np.ndarray | None,
          blocks: int, tol: float, cfg: TransferConfig, verbose: bool = False) -> tuple[Any, dict[str, Any]]:
     """Fit one head at β = frac · β_max on the training samples ``idx`` (None: all); the fitted estimator and a
     summary (β, status, certificate, times)."""
@@ -213,7 +214,7 @@ def final_fit(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], frac: float
            blocks: int) -> dict[str, Any]:
     """The refit on the whole training set with the selected β: test predictions, twin size, gates for Adam."""
     cfg: TransferConfig = ctx.config
-    est, rec = _fit(spec, data, None, frac, gates, blocks, cfg.tol, cfg, verbose=ctx.show_progress)
+    est, rec = fit_head(spec, data, None, frac, gates, blocks, cfg.tol, cfg, verbose=ctx.show_progress)
     t0 = time.perf_counter()
     pred = est.predict(_inputs(spec, data, "test"))
     rec["predict_seconds"] = time.perf_counter() - t0
@@ -247,7 +248,7 @@ def reference_fit(ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
     frac = float(cfg.beta_fracs[0])
     if len(cfg.beta_fracs) > 1:
         val_acc, frac = max((r["val_acc"], r["beta_frac"]) for r in validate_head(ctx, spec, wide, None, 1))
-    est, rec = _fit(spec, wide, None, frac, None, 1, cfg.tol, cfg, verbose=ctx.show_progress)
+    est, rec = fit_head(spec, wide, None, frac, None, 1, cfg.tol, cfg, verbose=ctx.show_progress)
     rec.update({"val_acc": val_acc, "n_features": int(wide["mean_train"].shape[1]),
                 "test_acc": float(est.score(wide["mean_test"], data["y_test"]))})
     return rec
