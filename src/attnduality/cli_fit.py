@@ -45,7 +45,7 @@ def _formulation_head(family: str, note: str = "") -> _Head:
 
     form = formulation_families()[family]
     clf, reg = estimator_classes(family)
-    kind_param = clf._kind_param
+    kind_param = clf.kind_param
     return _Head(
         clf.__name__,
         reg.__name__,

@@ -47,7 +47,7 @@ class ConvexEstimator(BaseEstimator):
     """
 
     _family = ""
-    _kind_param: str | None = None
+    kind_param: str | None = None
     """the parameter that holds the formulation's kind (None: the family has one kind)"""
 
     @classmethod

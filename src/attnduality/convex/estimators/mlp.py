@@ -27,7 +27,7 @@ class _MLPHead(ConvexEstimator):
     group norm with one group per neuron and output column; FISTA with an exact prox by cone projection)."""
 
     _family = "mlp"
-    _kind_param = "activation"
+    kind_param = "activation"
 
     @classmethod
     def _params_of(cls, form: Formulation) -> dict[str, Any]:

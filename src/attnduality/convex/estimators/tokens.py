@@ -62,7 +62,7 @@ class TokenHead(ConvexEstimator):
     head's :class:`~attnduality.convex.formulations.Formulation` (subclasses name its ``_family`` and options)."""
 
     _family = ""
-    _kind_param = "kind"
+    kind_param = "kind"
     _relu_unavailable: str | None = None
     """the head's name when its ReLU form is not offered (the error for ``kind="relu"`` names it)"""
 
@@ -177,7 +177,7 @@ class _FormulationHead(TokenHead):
     """A token head given by its formulation (a registry name or a :class:`Formulation` object)."""
 
     _family = "*"
-    _kind_param = None
+    kind_param = None
 
     def _formulation(self) -> Formulation:
         form = self.formulation
