@@ -14,7 +14,8 @@ import torch
 
 from attnduality.data import MissingDataError, load_uea
 from attnduality.experiments import run_experiment
-from attnduality.experiments.uea import UEAConfig, _holdout_split, _stratified_subset, protocol_numbers
+from attnduality.experiments.uea import UEAConfig, protocol_numbers
+from attnduality.experiments.uea.data import holdout_split, stratified_subset
 
 TINY: dict[str, Any] = {
     "datasets": ("JapaneseVowels",),
@@ -119,11 +120,11 @@ def test_protocol_numbers() -> None:
 
 def test_splits_are_stratified_and_disjoint() -> None:
     y = np.repeat(np.arange(9), 30)
-    fit, val = _holdout_split(y, 0.2, seed=0)
+    fit, val = holdout_split(y, 0.2, seed=0)
     assert np.intersect1d(fit, val).size == 0 and fit.size + val.size == y.size
     assert (np.bincount(y[val]) == 6).all()
-    assert np.array_equal(_holdout_split(y, 0.2, seed=0)[1], val)
-    sub = _stratified_subset(y, 45, np.random.default_rng(0))
+    assert np.array_equal(holdout_split(y, 0.2, seed=0)[1], val)
+    sub = stratified_subset(y, 45, np.random.default_rng(0))
     assert sub.size == 45 and (np.bincount(y[sub], minlength=9) == 5).all()
 
 
