@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .runner import RunContext, register_experiment
+from .stats import format_mean_std
 
 __all__ = ["GROKKING_MODELS", "GrokkingConfig", "build_grokking_model", "steps_to_threshold"]
 
@@ -312,13 +313,6 @@ def _convex_program(ctx: RunContext, frac: float, run_seed: int) -> dict[str, An
 # ----------------------------------------------------------------------------------------------------------------
 # reporting
 # ----------------------------------------------------------------------------------------------------------------
-def _mean_std(values: list[float], fmt: str = ".0f") -> str:
-    """``"mean ± std"`` (sample std; 0 for one value), or ``"—"`` for no values."""
-    if not values:
-        return "—"
-    a = np.asarray(values, float)
-    sd = a.std(ddof=1) if len(a) > 1 else 0.0
-    return f"{a.mean():{fmt}} ± {sd:{fmt}}"
 
 
 def _summary_rows(runs: list[dict[str, Any]], cfg: GrokkingConfig) -> list[dict[str, Any]]:
@@ -332,12 +326,12 @@ def _summary_rows(runs: list[dict[str, Any]], cfg: GrokkingConfig) -> list[dict[
                 rows.append({
                     "train frac": frac, "layers": n_layers, "model": model, "seeds": len(rs),
                     "train≥99%": f"{len(tr)}/{len(rs)}",
-                    "steps to 99% train": _mean_std(tr) if tr else "not reached",
+                    "steps to 99% train": format_mean_std(tr, ".0f") if tr else "not reached",
                     "test≥99%": f"{len(te)}/{len(rs)}",
-                    "steps to 99% test": _mean_std(te) if te else "not reached",
-                    "final train acc": _mean_std([r["final_train_acc"] for r in rs], ".3f"),
-                    "final test acc": _mean_std([r["final_test_acc"] for r in rs], ".3f"),
-                    "best test acc": _mean_std([max(r["test_acc"]) for r in rs], ".3f"),
+                    "steps to 99% test": format_mean_std(te, ".0f") if te else "not reached",
+                    "final train acc": format_mean_std([r["final_train_acc"] for r in rs], ".3f"),
+                    "final test acc": format_mean_std([r["final_test_acc"] for r in rs], ".3f"),
+                    "best test acc": format_mean_std([max(r["test_acc"]) for r in rs], ".3f"),
                     "mean s": float(np.mean([r["seconds"] for r in rs])),
                 })
     return rows

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from .figures import spectrum_figure
 from .runner import RunContext, register_experiment
-from .uea import fmt_pm, mean_std, protocol_numbers, spectrum_figure, spectrum_summary
+from .stats import fmt_pm, mean_std, protocol_numbers, spectrum_summary
 
 __all__ = ["ListOpsConfig", "PAPER_LISTOPS"]
 

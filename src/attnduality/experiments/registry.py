@@ -34,7 +34,19 @@ __all__ = [
 
 # modules of this package that make up the runner rather than define experiments (discovery skips them)
 _FRAMEWORK_MODULES = frozenset(
-    {"checkpoints", "config", "context", "environment", "registry", "report", "runner", "storage", "threads"}
+    {
+        "checkpoints",
+        "config",
+        "context",
+        "environment",
+        "figures",
+        "registry",
+        "report",
+        "runner",
+        "stats",
+        "storage",
+        "threads",
+    }
 )
 
 
