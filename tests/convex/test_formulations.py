@@ -28,6 +28,10 @@ from attnduality.convex.formulations import Formulation, register_formulation
 from attnduality.convex.recovery import regularized_objective
 
 NAMES = formulation_names()
+CLASSIFY = [n for n in NAMES if n != "token_lasso/sequence"]  # sequence outputs are regression only
+NUCLEAR = [n for n in CLASSIFY if n not in ("mlp/relu", "token_lasso/attention", "token_lasso/gated_fc")]
+"""Programs whose penalty is a sum of nuclear norms of blocks (the generic cvxpy test); the cone-constrained ReLU MLP
+and the token group lassos have their own cvxpy tests (test_relu.py, test_token_lasso.py)."""
 C = 2  # classes
 N = 14
 BETA_FRAC = 0.05
@@ -80,6 +84,9 @@ def test_registry_lists_every_head() -> None:
         "mixer/gated_relu",
         "fno/linear",
         "fno/gated_relu",
+        "token_lasso/attention",
+        "token_lasso/gated_fc",
+        "token_lasso/sequence",
     }
 
 
@@ -90,10 +97,11 @@ def test_adjoint(name: str) -> None:
     x, _ = _data(form)
     xt = torch.as_tensor(x)
     gates = form.sample_gates(4 if form.tokens else 1, x.shape[-1], 3, 0) if form.gated else None
-    op = form.operator(xt, gates, C)
+    c = C * x.shape[1] if name == "token_lasso/sequence" else C  # sequence targets: Y_i (n, c) flattened
+    op = form.operator(xt, gates, c)
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(op.zeros().shape, generator=gen, dtype=torch.float64)
-    r = torch.randn(N, C, generator=gen, dtype=torch.float64)
+    r = torch.randn(N, op.forward(z).shape[1], generator=gen, dtype=torch.float64)
     lhs, rhs = float((op.forward(z) * r).sum()), float((z * op.adjoint(r)).sum())
     assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs))
 
@@ -123,17 +131,17 @@ def _cvxpy_optimum(est, x: np.ndarray, y: np.ndarray) -> float:
     return float(prob.value)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "mlp/relu"])
+@pytest.mark.parametrize("name", NUCLEAR)
 def test_cvxpy_agreement(name: str) -> None:
     """The certified optimum equals an independent cvxpy (Clarabel) optimum to 1e-6 relative, and the dual bound
-    lies below it. (The cone-constrained ``mlp/relu`` program has its own cvxpy test in ``test_relu.py``.)"""
+    lies below it."""
     est, x, y, _ = _fit(name)
     ref = _cvxpy_optimum(est, x, y)
     assert abs(est.objective_ - ref) <= 1e-6 * abs(ref)
     assert est.certificate_.dual <= ref + 1e-9 * abs(ref)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CLASSIFY)
 def test_twin_reproduces_predictions_and_objective(name: str) -> None:
     """The recovered non-convex twin gives the convex model's outputs and its regularised objective."""
     est, x, y, _ = _fit(name, tol=1e-7)
@@ -174,7 +182,7 @@ def test_lift_bounds_the_penalty_and_inverts_recovery(name: str) -> None:
         )
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CLASSIFY)
 def test_beta_max_is_where_the_solution_vanishes(name: str) -> None:
     """``Z = 0`` is optimal (and certified) at β slightly above β_max, and not at β below it."""
     above, *_ = _fit(name, beta_frac=1.01, tol=1e-8)
@@ -202,7 +210,7 @@ def test_unknown_names_and_options_raise() -> None:
         make_estimator("attention/linear", task="cluster")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CLASSIFY)
 def test_check_formulation_passes(name: str) -> None:
     form = _form(name)
     x, y = _data(form, seed=3)

@@ -506,7 +506,7 @@ BAD = [
     (dict(n_heads=0), _x(0), Y_REG1, "n_heads must be None or an integer >= 1"),
     (dict(n_tokens=5), _x(0).reshape(N, -1), Y_REG1, "not a multiple of n_tokens=5"),
     (dict(n_tokens=3), _x(0), Y_REG1, "X has 4 tokens but n_tokens=3"),
-    (dict(kind="gated_fc", gates=np.ones((d + 1, 2))), _x(0), Y_REG1, "gates must be a \\(3, P\\) array"),
+    (dict(kind="gated_fc", gates=np.ones((d + 1, 2))), _x(0), Y_REG1, "gates must be an array of shape \\(3, m\\)"),
     (dict(kind="gated_fc", n_gates=0), _x(0), Y_REG1, "n_gates must be an integer >= 1"),
 ]
 

@@ -21,6 +21,7 @@ _FORMULATION_ESTIMATORS: dict[str, tuple[type[ConvexEstimator], type[ConvexEstim
         (ConvexAttentionClassifier, ConvexAttentionRegressor),
         (ConvexMixerClassifier, ConvexMixerRegressor),
         (ConvexFNOClassifier, ConvexFNORegressor),
+        (TokenLassoClassifier, TokenLassoRegressor),
     )
 }
 

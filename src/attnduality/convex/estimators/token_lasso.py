@@ -46,25 +46,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, validate_data
 
-from ..arrangements import sample_gates, unique_gates
+from ..formulations import Formulation, TokenLassoFormulation
 from ..losses import Loss
 from ..operators import LinearOperator
-from ..operators.token import (
-    GatedTokenOperator,
-    RowStochasticCone,
-    SequenceOperator,
-    TokenOperator,
-    token_gate_masks,
-)
-from ..penalties import BlockNuclearNorm, GroupL2, Penalty
+from ..penalties import Penalty
 from ..problem import CompositeProblem
 from ..recovery_token import (
     KINDS,
     PENALTIES,
-    attention_to_module,
-    gated_fc_to_module,
     heads_needed,
-    sequence_to_module,
     token_norms,
     token_support,
 )
@@ -113,6 +103,12 @@ class _TokenLasso(ConvexEstimator):
     """Shared machinery: parameters, token input validation, operators, recovery, paths."""
 
     _sequence_ok = True
+    _family = "token_lasso"
+    kind_param = "kind"
+
+    @classmethod
+    def _params_of(cls, form: Formulation) -> dict[str, Any]:
+        return {"kind": form.kind, "penalty": form.penalty_kind, "n_heads": form.n_heads}
 
     # --- parameters -------------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -197,52 +193,31 @@ class _TokenLasso(ConvexEstimator):
         return self._tensor(x)
 
     # --- the convex program -------------------------------------------------------------------------------
-    def _gates(self, xt: torch.Tensor) -> torch.Tensor:
-        d = int(xt.shape[2])
+    def _formulation(self) -> TokenLassoFormulation:
+        n_heads = None if self.n_heads is None else int(self.n_heads)
+        return TokenLassoFormulation(kind=self.kind, penalty_kind=self.penalty, n_heads=n_heads)
+
+    def _gates(self, form: TokenLassoFormulation, xt: torch.Tensor) -> torch.Tensor:
+        n, d = int(xt.shape[1]), int(xt.shape[2])
         if self.gates is not None:
-            gates = np.asarray(self.gates, dtype=np.float64)
-            if gates.ndim != 2 or gates.shape[0] != d or gates.shape[1] < 1:
-                raise ValueError(
-                    f"gates must be a ({d}, P) array with P >= 1 (d = features per token), got shape {gates.shape}"
-                )
-            if not np.isfinite(gates).all():
-                raise ValueError("gates contain NaN or inf")
-            g = self._tensor(gates)
+            g = self._tensor(form.check_gates(self.gates, n, d))
         else:
             seed = check_random_state(self.random_state).randint(0, 2**31 - 1)
-            # sampled in float64 so that float32 and float64 fits share the same gates
-            g = sample_gates(d, int(self.n_gates), seed, torch.float64).to(dtype=xt.dtype, device=xt.device)
-        kept = unique_gates(xt.reshape(-1, d), g)  # masks over every token of every sample
-        return kept if kept.shape[1] > 0 else g[:, :1]
-
-    def _operator(self, xt: torch.Tensor, n_outputs: int) -> LinearOperator:
-        if self.kind == "attention":
-            return TokenOperator(xt, n_outputs)
-        if self.kind == "gated_fc":
-            gates = self._tensor(self.gates_)
-            return GatedTokenOperator(xt, token_gate_masks(xt, gates), n_outputs)
-        return SequenceOperator(xt, n_outputs)
+            g = form.sample_gates(n, d, int(self.n_gates), seed).to(dtype=xt.dtype, device=xt.device)
+        return form.distinct_gates(xt, g)  # masks over every token of every sample
 
     def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
-        self.gates_ = None
-        if self.kind == "sequence":
-            n = int(xt.shape[1])
-            if n_outputs % n:
-                raise ValueError(
-                    f"kind='sequence' needs targets of shape (n_samples, n_tokens * c) (Y_i flattened row-major); "
-                    f"got {n_outputs} target column(s) for n_tokens={n}"
-                )
-            self._n_channels = n_outputs // n
-            return SequenceOperator(xt, self._n_channels), RowStochasticCone()
-        self._n_channels = n_outputs
-        if self.kind == "gated_fc":
-            self.gates_ = self._gates(xt).cpu().numpy()
-        axis = 1 if self.kind == "attention" else 2
-        penalty = GroupL2(axes=(axis,)) if self.penalty == "group" else BlockNuclearNorm()
-        return self._operator(xt, n_outputs), penalty
+        form = self._formulation().bind(int(xt.shape[1]), int(xt.shape[2]), n_outputs)
+        self.formulation_ = form
+        gates = self._gates(form, xt) if form.gated else None
+        self.gates_ = None if gates is None else gates.cpu().numpy()
+        self._n_channels = form.n_channels(int(xt.shape[1]), n_outputs)
+        return form.operator(xt, gates, n_outputs), form.penalty(xt, gates)
 
     def _raw_predict(self, xt: torch.Tensor) -> torch.Tensor:
-        return self._operator(xt, self._n_channels).forward(self._tensor(self.coef_))
+        gates = None if self.gates_ is None else self._tensor(self.gates_)
+        n_outputs = self.formulation_.n_outputs(self.coef_.shape, int(xt.shape[2]))
+        return self.formulation_.operator(xt, gates, n_outputs).forward(self._tensor(self.coef_))
 
     # --- solution, width, recovery ------------------------------------------------------------------------
     def _summary(self, z: torch.Tensor) -> dict[str, Any]:
@@ -281,14 +256,8 @@ class _TokenLasso(ConvexEstimator):
         ``loss + β · module.weight_decay()`` equals ``objective_``. It has ``n_heads_`` heads (zero heads pad up to
         ``n_heads``); raises ``ValueError`` when ``n_heads < heads_needed_`` (then no such network exists)."""
         check_is_fitted(self, "coef_")
-        z = torch.as_tensor(self.coef_)
-        n_heads = None if self.n_heads is None else int(self.n_heads)
-        if self.kind == "attention":
-            module: torch.nn.Module = attention_to_module(z, self.penalty, n_heads)
-        elif self.kind == "gated_fc":
-            module = gated_fc_to_module(z, torch.as_tensor(self.gates_), self.penalty, n_heads)
-        else:
-            module = sequence_to_module(z, n_heads)
+        gates = None if self.gates_ is None else torch.as_tensor(self.gates_)
+        module = self.formulation_.to_module(torch.as_tensor(self.coef_), gates, self.n_tokens_in_, 0)
         return module.to(dtype=self._torch_dtype)
 
     # --- regularisation path ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .fno import FNOFormulation
 from .linear import LinearFormulation
 from .mixer import MixerFormulation
 from .mlp import MLPFormulation
+from .token_lasso import TokenLassoFormulation
 
 __all__ = [
     "AttentionFormulation",
@@ -26,6 +27,7 @@ __all__ = [
     "LinearFormulation",
     "MLPFormulation",
     "MixerFormulation",
+    "TokenLassoFormulation",
     "distinct_gate_indices",
     "formulation_families",
     "formulation_names",
