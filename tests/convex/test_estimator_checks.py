@@ -14,16 +14,16 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from attnduality.convex import (
-    ConvexAttentionClassifier,
-    ConvexAttentionRegressor,
     ConvexFNOClassifier,
-    ConvexFNORegressor,
-    ConvexMixerClassifier,
-    ConvexMixerRegressor,
     ConvexMLPClassifier,
     ConvexMLPRegressor,
+    FormulationClassifier,
+    FormulationRegressor,
     NuclearNormClassifier,
     NuclearNormRegressor,
+    formulation_names,
+    get_formulation,
+    make_estimator,
 )
 
 FAST = dict(tol=1e-5, max_iter=2000)
@@ -139,14 +139,22 @@ class Tokens2D(MetaEstimatorMixin, BaseEstimator):
 # max_iter < 300 (its switch point), solver="auto" runs FISTA only.
 TOKEN_FAST = dict(tol=1e-5, max_iter=10, n_gates=3, random_state=0)
 
+# every token formulation of the registry (its family estimator, classifier and regressor), and the generic
+# FormulationClassifier / FormulationRegressor; Ergen et al.'s token lassos are checked in test_token_lasso.py
 TOKEN_HEADS = [
-    *(ConvexAttentionClassifier(kind=k, **TOKEN_FAST) for k in ("linear", "gated_relu", "relu")),
-    *(ConvexAttentionRegressor(kind=k, **TOKEN_FAST) for k in ("linear", "gated_relu", "relu")),
-    *(ConvexMixerClassifier(kind=k, **TOKEN_FAST) for k in ("linear", "gated_relu")),
-    *(ConvexMixerRegressor(kind=k, **TOKEN_FAST) for k in ("linear", "gated_relu")),
-    *(ConvexFNOClassifier(kind=k, **TOKEN_FAST) for k in ("linear", "gated_relu")),
-    *(ConvexFNORegressor(kind=k, **TOKEN_FAST) for k in ("linear", "gated_relu")),
+    make_estimator(name, task, **TOKEN_FAST)
+    for name in formulation_names()
+    if get_formulation(name).tokens and not name.startswith("token_lasso/")
+    for task in ("classifier", "regressor")
+] + [
+    FormulationClassifier("mixer/gated_relu", **TOKEN_FAST),
+    FormulationRegressor("attention/linear", **TOKEN_FAST),
 ]
+
+
+def _head_id(head: BaseEstimator) -> str:
+    return f"{type(head).__name__}-{getattr(head, 'kind', None) or head.formulation}"
+
 
 # B-FNO: blocks must divide the features per token d (= the check data's width here) and the number of outputs c.
 # Only a classifier can meet that (cross-entropy on 2 classes has c = 2); a B-FNO regressor on the checks' 1-D
@@ -195,7 +203,7 @@ def test_sklearn_compatible_token_head(estimator, check):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.parametrize("head", TOKEN_HEADS, ids=lambda h: f"{type(h).__name__}-{h.kind}")
+@pytest.mark.parametrize("head", TOKEN_HEADS, ids=_head_id)
 def test_token_head_state(head):
     """What the adapter hides from the checks, on the heads themselves: ``fit`` leaves the parameters alone and adds
     only attributes ending in ``_`` (or private ones); prediction and ``score`` leave the fitted state unchanged."""
