@@ -448,3 +448,18 @@ def test_fit_hf_errors_are_one_line(
 def main_err(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     assert main(argv) == 2
     return capsys.readouterr().err
+
+
+def test_fit_names_are_reexported_from_the_library(features: Path) -> None:
+    import attnduality.cli_fit as cli_fit
+    import attnduality.fitting as fitting
+
+    for name in ("HEADS", "FitError", "IMAGE_SUFFIXES", "fit_features", "fit_hf", "read_image_folder",
+                 "read_texts_csv"):  # fmt: skip
+        assert getattr(cli_fit, name) is getattr(fitting, name), name
+    for name in ("HEADS", "FitError", "fit_features"):
+        assert getattr(cli, name) is getattr(fitting, name), name
+    est, summary = fitting.fit_features(features, "mlp", n_gates=2, tol=1e-4)
+    assert summary["status"] == "converged" and summary["estimator"] == type(est).__name__ == "ConvexMLPClassifier"
+    with pytest.raises(fitting.FitError, match="unknown head 'transformer'"):
+        fitting.fit_features(features, "transformer")

@@ -3,8 +3,8 @@
 * ``attnduality list``: the experiments, with the data each uses;
 * ``attnduality run NAME [--quick] [--seed S] [--out DIR] [--device D] [--set KEY=VALUE ...]``: run one, resumably;
 * ``attnduality fit FEATURES.npz --head KIND ...`` or ``attnduality fit --hf-model PATH --texts FILE.csv ...``: fit a
-  convex head on your own token features or a local Hugging Face model's (:mod:`.cli_fit`), print its certificate,
-  save the model;
+  convex head on your own token features or a local Hugging Face model's (:mod:`.cli_fit`, :mod:`.fitting`), print
+  its certificate, save the model;
 * ``attnduality bench NAME [--quick] [--threads T]``: run ``benchmarks/NAME.py`` of a source checkout.
 """
 
@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from .cli_fit import HEADS, FitError, add_fit_parser, cmd_fit, fit_features
+from .cli_fit import add_fit_parser, cmd_fit
+from .fitting import HEADS, FitError, fit_features
 
 __all__ = ["FitError", "HEADS", "benchmarks_dir", "fit_features", "main"]
 
