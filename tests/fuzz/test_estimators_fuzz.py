@@ -30,16 +30,18 @@ KINDS = {
     "ConvexMixer": ["linear", "gated_relu"],
     "ConvexFNO": ["linear", "gated_relu"],
     "TokenLasso": ["attention", "gated_fc"],
+    "Formulation": ["mixer/gated_relu", "fno/linear", "attention/relu"],  # any registered token formulation
 }
 EXAMPLES = settings().max_examples  # of the loaded profile (tests/fuzz/conftest.py)
 
 
 def test_every_estimator_is_fuzzed() -> None:
-    assert len(ESTIMATORS) == 12 and {n.replace("Classifier", "").replace("Regressor", "") for n in ESTIMATORS} == {
+    assert len(ESTIMATORS) == 14 and {n.replace("Classifier", "").replace("Regressor", "") for n in ESTIMATORS} == {
         "ConvexAttention",
         "ConvexFNO",
         "ConvexMLP",
         "ConvexMixer",
+        "Formulation",
         "NuclearNorm",
         "TokenLasso",
     }
@@ -114,7 +116,7 @@ def _estimator(name: str, case: dict):
     if "n_gates" in accepted:
         params["n_gates"] = 2
     if case["kind"] is not None:
-        params["kind"] = case["kind"]
+        params["formulation" if "formulation" in accepted else "kind"] = case["kind"]
     return cls(**params)
 
 
