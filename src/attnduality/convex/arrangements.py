@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
-__all__ = ["sample_gates", "gate_masks", "unique_gates"]
+__all__ = ["distinct_gate_indices", "gate_masks", "sample_gates", "unique_gates"]
+
+_MASK_CHUNK = 1 << 22  # mask entries per chunk when deduplicating gates
 
 
 def sample_gates(n_features: int, n_gates: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -26,8 +31,33 @@ def unique_gates(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
 
     Identical masks give identical blocks of the convex program, and an all-zero mask a block that never acts.
     """
-    masks = gate_masks(x, gates).bool().cpu().numpy()
-    _, first = np.unique(masks, axis=1, return_index=True)
-    keep = np.sort(first)
-    keep = keep[masks[:, keep].any(axis=0)]
-    return gates[:, torch.as_tensor(keep, device=gates.device)]
+    keep = distinct_gate_indices(lambda xc: gate_masks(xc, gates), x, int(gates.shape[1]), gate_axis=-1)
+    return gates[:, torch.as_tensor(keep, dtype=torch.long, device=gates.device)]
+
+
+def distinct_gate_indices(
+    masks: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_gates: int, gate_axis: int = 1
+) -> list[int]:
+    """Indices of the gates whose 0/1 masks on ``x`` are not all zero and differ from every earlier gate's (first
+    occurrence kept, order preserved). ``masks(x_chunk)`` returns the masks, samples first, gates on axis
+    ``gate_axis``; they are hashed chunk by chunk over samples and never stored whole. Identical masks give
+    identical blocks of the convex program, and an all-zero mask a block that never acts."""
+    n = int(x.shape[0])
+    per_sample = max(1, masks(x[:1]).numel())
+    chunk = max(1, _MASK_CHUNK // per_sample)
+    hashers = [hashlib.sha256() for _ in range(n_gates)]
+    active = np.zeros(n_gates, dtype=bool)
+    for lo in range(0, n, chunk):
+        m = masks(x[lo : lo + chunk]).movedim(gate_axis, 0).reshape(n_gates, -1)
+        m = (m != 0).cpu().numpy()
+        active |= m.any(axis=1)
+        for j in range(n_gates):
+            hashers[j].update(np.packbits(m[j]).tobytes())
+    keep: list[int] = []
+    seen: set[bytes] = set()
+    for j in range(n_gates):
+        key = hashers[j].digest()
+        if active[j] and key not in seen:
+            seen.add(key)
+            keep.append(j)
+    return keep

@@ -20,14 +20,13 @@ estimators, the CLI, the experiments and the benchmarks read.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from ..arrangements import distinct_gate_indices
 from ..losses import Loss
 from ..operators import LinearOperator
 from ..penalties import Penalty
@@ -35,39 +34,10 @@ from ..problem import CompositeProblem
 
 __all__ = [
     "Formulation",
-    "distinct_gate_indices",
     "formulation_names",
     "get_formulation",
     "register_formulation",
 ]
-
-_MASK_CHUNK = 1 << 22  # mask entries per chunk when deduplicating gates
-
-
-def distinct_gate_indices(masks: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_gates: int) -> list[int]:
-    """Indices of the gates whose 0/1 masks on ``x`` are not all zero and differ from every earlier gate's (first
-    occurrence kept, order preserved). ``masks(x_chunk)`` returns the masks with the gate axis second; they are
-    hashed chunk by chunk over samples and never stored whole. Identical masks give identical blocks of the
-    convex program, and an all-zero mask a block that never acts."""
-    n = int(x.shape[0])
-    per_sample = max(1, masks(x[:1]).numel())
-    chunk = max(1, _MASK_CHUNK // per_sample)
-    hashers = [hashlib.sha256() for _ in range(n_gates)]
-    active = np.zeros(n_gates, dtype=bool)
-    for lo in range(0, n, chunk):
-        m = masks(x[lo : lo + chunk]).transpose(0, 1).reshape(n_gates, -1)
-        m = (m != 0).cpu().numpy()
-        active |= m.any(axis=1)
-        for j in range(n_gates):
-            hashers[j].update(np.packbits(m[j]).tobytes())
-    keep: list[int] = []
-    seen: set[bytes] = set()
-    for j in range(n_gates):
-        key = hashers[j].digest()
-        if active[j] and key not in seen:
-            seen.add(key)
-            keep.append(j)
-    return keep
 
 
 @dataclass(frozen=True)
