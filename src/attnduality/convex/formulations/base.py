@@ -1,8 +1,9 @@
 """What a convex head is: a formulation owns its gates, masks, operator, penalty, β_max, twin and lift.
 
-A :class:`Formulation` is one family of Sahiner et al. (2022) (two-layer MLP, self-attention, MLP-Mixer, (B-)FNO)
-in one ``kind`` (``linear``, ``gated_relu``, ``relu``), with the family's options (e.g. the attention ``scale``,
-the FNO ``blocks`` and ``grid``). It answers every question the rest of the library asks about a head:
+A :class:`Formulation` is one family of Sahiner et al. (2022) (linear, two-layer MLP, self-attention, MLP-Mixer,
+(B-)FNO) or of Ergen et al. (2022) (the token lassos) in one ``kind`` (e.g. ``linear``, ``gated_relu``, ``relu``),
+with the family's options (e.g. the attention ``scale``, the FNO ``blocks`` and ``grid``). It answers every
+question the rest of the library asks about a head:
 
 * gates: their shape (:meth:`~Formulation.gate_shape`), i.i.d. Gaussian sampler, 0/1 masks on data and the
   distinct gates on a training set (:meth:`~Formulation.distinct_gates`);
@@ -34,6 +35,7 @@ from ..problem import CompositeProblem
 
 __all__ = [
     "Formulation",
+    "formulation_families",
     "formulation_names",
     "get_formulation",
     "register_formulation",
