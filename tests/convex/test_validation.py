@@ -115,7 +115,7 @@ def test_mlp_gate_validation(est, y):
             fit(gates=_with(np.ones((3, 4)), (1, 2), bad))
     with pytest.raises(ValueError, match=r"activation must be one of \('gated_relu', 'relu'\), got 'tanh'"):
         fit(activation="tanh")
-    for bad in (0, -3, 2.5):
+    for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match=f"n_gates must be an integer >= 1, got {bad}"):
             fit(n_gates=bad)
     # the intercept column makes (d + 1, P) gates valid

@@ -21,6 +21,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -61,6 +62,19 @@ class ConvexEstimator(BaseEstimator):
         if form.family != cls._family:
             raise ValueError(f"{cls.__name__} fits the {cls._family!r} heads, not {form.name!r}")
         return cls(**{**cls._params_of(form), **params})
+
+    def _fit_gates(self, form: Formulation, xt: torch.Tensor, n_tokens: int, n_features: int) -> torch.Tensor:
+        """The gates of a fit: ``self.gates`` checked against the formulation's gate shape, or ``n_gates`` sampled
+        from ``random_state`` (in float64, so float32 and float64 fits share them), then the distinct ones on ``xt``."""
+        if self.gates is not None:
+            g = self._tensor(form.check_gates(self.gates, n_tokens, n_features))
+        else:
+            n_gates = self.n_gates
+            if not isinstance(n_gates, numbers.Integral) or isinstance(n_gates, bool) or n_gates < 1:
+                raise ValueError(f"n_gates must be an integer >= 1, got {n_gates!r}")
+            seed = check_random_state(self.random_state).randint(0, 2**31 - 1)
+            g = form.sample_gates(n_tokens, n_features, int(n_gates), seed).to(dtype=xt.dtype, device=xt.device)
+        return form.distinct_gates(xt, g)
 
     # --- parameters -------------------------------------------------------------------------------------
     def _check_params(self) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..formulations import Formulation, MLPFormulation
@@ -38,21 +36,10 @@ class _MLPHead(ConvexEstimator):
             raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {self.activation!r}")
         return MLPFormulation(kind=self.activation, bias=bool(self.fit_intercept))
 
-    def _gates(self, form: MLPFormulation, xt: torch.Tensor) -> torch.Tensor:
-        d = xt.shape[1]
-        if self.gates is not None:
-            g = self._tensor(form.check_gates(self.gates, 1, d))
-        else:
-            if not isinstance(self.n_gates, numbers.Integral) or self.n_gates < 1:
-                raise ValueError(f"n_gates must be an integer >= 1, got {self.n_gates!r}")
-            seed = check_random_state(self.random_state).randint(0, 2**31 - 1)
-            g = form.sample_gates(1, d, int(self.n_gates), seed).to(dtype=xt.dtype, device=xt.device)
-        return form.distinct_gates(xt, g)
-
     def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
         form = self._formulation()
         self.formulation_ = form
-        gates = self._gates(form, xt)
+        gates = self._fit_gates(form, xt, 1, int(xt.shape[1]))
         self.gates_ = gates.cpu().numpy()
         return form.operator(xt, gates, n_outputs), form.penalty(xt, gates)
 

@@ -43,7 +43,6 @@ import numpy as np
 import torch
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, validate_data
 
 from ..formulations import Formulation, TokenLassoFormulation
@@ -197,19 +196,10 @@ class _TokenLasso(ConvexEstimator):
         n_heads = None if self.n_heads is None else int(self.n_heads)
         return TokenLassoFormulation(kind=self.kind, penalty_kind=self.penalty, n_heads=n_heads)
 
-    def _gates(self, form: TokenLassoFormulation, xt: torch.Tensor) -> torch.Tensor:
-        n, d = int(xt.shape[1]), int(xt.shape[2])
-        if self.gates is not None:
-            g = self._tensor(form.check_gates(self.gates, n, d))
-        else:
-            seed = check_random_state(self.random_state).randint(0, 2**31 - 1)
-            g = form.sample_gates(n, d, int(self.n_gates), seed).to(dtype=xt.dtype, device=xt.device)
-        return form.distinct_gates(xt, g)  # masks over every token of every sample
-
     def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
         form = self._formulation().bind(int(xt.shape[1]), int(xt.shape[2]), n_outputs)
         self.formulation_ = form
-        gates = self._gates(form, xt) if form.gated else None
+        gates = self._fit_gates(form, xt, int(xt.shape[1]), int(xt.shape[2])) if form.gated else None
         self.gates_ = None if gates is None else gates.cpu().numpy()
         self._n_channels = form.n_channels(int(xt.shape[1]), n_outputs)
         return form.operator(xt, gates, n_outputs), form.penalty(xt, gates)

@@ -41,12 +41,10 @@ feature would enter the attention scores and masks, not act as an intercept), so
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from ..formulations import Formulation, get_formulation
@@ -127,24 +125,12 @@ class TokenHead(ConvexEstimator):
     def _store_options(self, form: Formulation) -> None:
         """Fitted attributes of the family's options (e.g. ``scale_``)."""
 
-    # --- gates ----------------------------------------------------------------------------------------------
-    def _gates(self, form: Formulation, xt: torch.Tensor) -> torch.Tensor:
-        s, d = int(xt.shape[1]), int(xt.shape[2])
-        if self.gates is not None:
-            g = self._tensor(form.check_gates(self.gates, s, d))
-        else:
-            if not isinstance(self.n_gates, numbers.Integral) or isinstance(self.n_gates, bool) or self.n_gates < 1:
-                raise ValueError(f"n_gates must be an integer >= 1, got {self.n_gates!r}")
-            seed = check_random_state(self.random_state).randint(0, 2**31 - 1)
-            g = form.sample_gates(s, d, int(self.n_gates), seed).to(dtype=xt.dtype, device=xt.device)
-        return form.distinct_gates(xt, g)
-
     # --- the convex program ---------------------------------------------------------------------------------
     def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
         form = self._formulation().bind(int(xt.shape[1]), int(xt.shape[2]), n_outputs)
         self.formulation_ = form
         self._store_options(form)
-        gates = self._gates(form, xt) if form.gated else None
+        gates = self._fit_gates(form, xt, int(xt.shape[1]), int(xt.shape[2])) if form.gated else None
         self.gates_ = None if gates is None else gates.cpu().numpy()
         return form.operator(xt, gates, n_outputs), form.penalty(xt, gates)
 
