@@ -35,8 +35,9 @@ final objective is compared with the certified optimum: it can never go below th
 
 Steps (resumable): ``<dataset>/features``, ``<dataset>/<head>/val-path`` (when there are several β fractions),
 ``<dataset>/<head>/fit``, ``<dataset>/<head>/adam`` (checkpointed every ``checkpoint_every`` steps),
-``<dataset>/reference-full-width`` and ``<dataset>/interpret`` (the self-attention head with the best validation
-accuracy refit and read: singular spectrum, block norms beside the mean Gram, agreement with the logistic baseline).
+``<dataset>/reference-full-width`` and ``<dataset>/interpret`` (the certified solution of the self-attention head
+with the best validation accuracy, read: singular spectrum, block norms beside the mean Gram, agreement with the
+logistic baseline).
 """
 
 from __future__ import annotations
@@ -162,8 +163,7 @@ def _interpret(ctx: RunContext, ds: str, data: dict[str, Any], rows: list[dict[s
     fit = fits[head]
     logreg = fits.get("logreg")
     rec = ctx.step(f"{ds}/interpret", lambda: interpret_attention(
-        ctx, data, head, float(best["beta_frac"]), fit["gates_kept"], np.asarray(fit["test_pred"]),
-        None if logreg is None else np.asarray(logreg["test_pred"])), storage="torch")  # fmt: skip
+        ctx, data, head, fit, None if logreg is None else np.asarray(logreg["test_pred"])), storage="torch")
     gram, spectrum = attention_figures(rec)
     ctx.figure(f"{ds}-block-norms", gram, caption=f"{DATASET_LABELS[ds]}: `{head}` (best self-attention head on "
                "validation), block norms of its lifted solution beside the mean |Gram| of the tokens")

@@ -233,6 +233,7 @@ def final_fit(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], frac: float
         raise RuntimeError(f"{spec.key}: Z(recovered twin) differs from the certified solution by "
                            f"{rec['twin_lift_error']:.2e}; the lift used for Adam does not match this head")
     rec["coef_shape"] = list(coef.shape)
+    rec["coef"] = coef
     rec["gates_kept"] = None if getattr(est, "gates_", None) is None else np.asarray(est.gates_)
     rec["n_gates_kept"] = 0 if rec["gates_kept"] is None else int(
         rec["gates_kept"].shape[est.formulation_.gate_axis])
