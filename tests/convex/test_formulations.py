@@ -235,6 +235,20 @@ class _ScaledLift(type(get_formulation("attention/linear"))):
         return 3 * super().lift(w1, w2)
 
 
+def test_check_formulation_refuses_bad_input() -> None:
+    x, y = _data(get_formulation("attention/linear"))
+    with pytest.raises(ValueError, match=r"X must be non-empty \(N, s, d\) tokens for attention/linear"):
+        check_formulation("attention/linear", x[:, 0], y)
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        check_formulation("attention/linear", np.where(x > 1, np.nan, x), y)
+    with pytest.raises(ValueError, match=r"y must have shape \(14,\)"):
+        check_formulation("attention/linear", x, y[:3])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        check_formulation("attention/linear", x, np.zeros(len(x)))
+    with pytest.raises(ValueError, match="registry name or a Formulation"):
+        check_formulation(3, x, y)
+
+
 def test_check_formulation_names_what_is_broken() -> None:
     x, y = _data(get_formulation("attention/linear"))
     with pytest.raises(AssertionError, match="attention/linear: adjoint mismatch"):

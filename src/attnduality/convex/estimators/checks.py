@@ -37,9 +37,21 @@ def check_formulation(
     from . import make_estimator
 
     form = get_formulation(formulation) if isinstance(formulation, str) else formulation
+    if not isinstance(form, Formulation):
+        raise ValueError(f"formulation must be a registry name or a Formulation, got {formulation!r}")
     x = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
+    ndim = 3 if form.tokens else 2
+    if x.ndim != ndim or x.size == 0:
+        shape = "(N, s, d) tokens" if form.tokens else "(N, d) rows"
+        raise ValueError(f"X must be non-empty {shape} for {form.name}, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("X contains NaN or inf")
+    if y.shape != (len(x),):
+        raise ValueError(f"y must have shape ({len(x)},), got {y.shape}")
     c = len(np.unique(y))
+    if c < 2:
+        raise ValueError("y must hold at least 2 classes")
     xt = torch.as_tensor(x)
     s, d = (int(x.shape[1]), int(x.shape[2])) if form.tokens else (1, int(x.shape[1]))
     gates = form.sample_gates(s, d, n_gates, seed) if form.gated else None
