@@ -235,15 +235,10 @@ def part_heads(args: Any) -> list[dict]:
 
 
 def _head_estimator(bh: Any, spec: Any, gates: torch.Tensor | None, beta: float, solver: str) -> Any:
-    kw: dict[str, Any] = {"kind": spec.kind, "beta": beta, "tol": 1e-8, "max_iter": 200_000, "solver": solver}
-    kw["max_time"] = 120.0
+    kw: dict[str, Any] = {"beta": beta, "tol": 1e-8, "max_iter": 200_000, "solver": solver, "max_time": 120.0}
     if gates is not None:
         kw["gates"] = gates.numpy()
-    if spec.family == "attention":
-        return bh.ConvexAttentionClassifier(**kw)
-    if spec.family == "mixer":
-        return bh.ConvexMixerClassifier(**kw)
-    return bh.ConvexFNOClassifier(blocks=spec.blocks, grid=bh.GRID, **kw)
+    return bh.make_estimator(spec.form, **kw)
 
 
 def part_pyscnn(args: Any) -> list[dict]:
