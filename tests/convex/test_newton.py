@@ -212,3 +212,76 @@ def test_make_solver_and_thread_policy():
         assert torch.get_num_threads() == 2  # ... and the caller's setting comes back
     finally:
         torch.set_num_threads(before)
+
+
+# --- the dual preconditioner of single-output problems ------------------------------------------------------------
+@pytest.mark.parametrize("pen", [GroupL2(axes=(1, 2)), BlockNuclearNorm()], ids=["group_l2", "block_nuclear"])
+def test_block_jacobian_is_the_prox_jacobian(pen):
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(5, 4, 1, generator=gen, dtype=torch.float64)
+    w[1] *= 1e-3  # an inactive block
+    t = 0.8
+    a, u = pen.block_jacobian(w, t)
+    assert a.shape == (5,) and u.shape == w.shape and float(a[1]) == 0.0 and float(u[1].abs().max()) == 0.0
+    jac = pen.prox_jacobian(w, t)
+    for _ in range(3):
+        h = torch.randn(w.shape, generator=gen, dtype=torch.float64)
+        ours = a[:, None, None] * h + u * (u * h).sum(dim=(1, 2), keepdim=True)
+        torch.testing.assert_close(ours, jac(h), rtol=1e-12, atol=1e-14)
+
+
+def test_block_jacobian_refuses_other_block_forms():
+    w = torch.randn(3, 4, 2, dtype=torch.float64)
+    assert BlockNuclearNorm().block_jacobian(w, 0.1) is None  # matrix blocks
+    assert GroupL2(axes=(1, 2)).block_jacobian(w, 0.1) is None  # several outputs
+    assert GroupL2(axes=(1,)).block_jacobian(w[..., :1], 0.1) is None  # groups are not the leading blocks
+    assert L1Norm().block_jacobian(w[..., :1], 0.1) is None
+
+
+def test_dual_gram_is_a_j_a_adjoint():
+    rng = np.random.default_rng(3)
+    n, d, p = 12, 4, 5
+    x = torch.tensor(rng.standard_normal((n, d)))
+    op = GatedMLPOperator(x, (x @ torch.tensor(rng.standard_normal((d, p))) >= 0).double(), 1)
+    a = torch.tensor(rng.random(p))
+    u = torch.tensor(rng.standard_normal((p, d, 1)))
+    k = op.dual_gram(a, u)
+    dense = torch.stack(
+        [
+            op.forward(a[:, None, None] * g + u * (u * g).sum(dim=(1, 2), keepdim=True))[:, 0]
+            for g in (op.adjoint(e[:, None]) for e in torch.eye(n, dtype=torch.float64))
+        ],
+        1,
+    )
+    torch.testing.assert_close(k, dense, rtol=1e-12, atol=1e-12)
+    assert GatedMLPOperator(x, op.masks, 2).dual_gram(a, u) is None  # several outputs: not formed
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_preconditioned_newton_same_optimum_fewer_cg(loss, monkeypatch):
+    import attnduality.convex.solvers.newton as newton_mod
+
+    rng = np.random.default_rng(0)
+    n, d, p = 300, 20, 60  # a build costs about 16 operator products here: affordable
+    x = torch.tensor(rng.standard_normal((n, d)))
+    masks = (x @ torch.tensor(rng.standard_normal((d, p))) >= 0).double()
+    if loss == "squared":
+        lo = SquaredLoss(torch.tensor(rng.standard_normal((n, 1))))
+    else:
+        signs = np.where(x[:, 0].numpy() + 0.5 * rng.standard_normal(n) > 0, 1.0, -1.0)
+        lo = LogisticLoss(torch.tensor(signs[:, None]))
+    prob = CompositeProblem(lo, GatedMLPOperator(x, masks, 1), GroupL2(axes=(1, 2)), 1.0)
+    prob = prob.with_beta(1e-3 * beta_max(prob))
+
+    def solve() -> tuple:
+        seen = {}
+        res = SemismoothNewton(tol=1e-9).run(prob, callback=lambda s, _c: seen.update(cg=s.n_cg, pre=s.n_precond))
+        return res, seen
+
+    pre, pre_counts = solve()
+    monkeypatch.setattr(newton_mod, "_PRECOND_MAX_COST", 0)  # no build is affordable: plain CG
+    plain, plain_counts = solve()
+    assert pre.status == plain.status == "converged"
+    assert pre.objective == pytest.approx(plain.objective, rel=1e-9)
+    assert pre_counts["pre"] >= 1 and plain_counts["pre"] == 0
+    assert pre_counts["cg"] < 0.5 * plain_counts["cg"]

@@ -18,6 +18,7 @@ computed by NNLS), so cone-constrained problems stay with FISTA.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
@@ -51,6 +52,13 @@ class Penalty(ABC):
     @property
     def has_prox_jacobian(self) -> bool:
         return type(self).prox_jacobian is not Penalty.prox_jacobian
+
+    def block_jacobian(self, w: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(a, u)`` with ``J_g = a_g I + u_g u_gᵀ`` on every leading block ``W[g]`` of a (P, d, 1) tensor, for the
+        same ``J`` as :meth:`prox_jacobian`; ``a`` has shape (P,), ``u`` that of ``W``. ``None`` where ``J`` is not
+        of that form (matrix blocks, other groupings): the explicit dual matrix of the Newton solver's
+        preconditioner (:meth:`~attnduality.convex.operators.base.LinearOperator.dual_gram`) needs it."""
+        return None
 
 
 class GroupL2(Penalty):
@@ -93,6 +101,23 @@ class GroupL2(Penalty):
             return a * h + bw * (w * h).sum(dim=axes, keepdim=True)
 
         return apply
+
+    def block_jacobian(self, w: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``a_g = 1 − t/‖w_g‖``, ``u_g = √t · w_g/‖w_g‖^{3/2}`` on active blocks (zero elsewhere) when the groups
+        are the leading blocks of a (P, d, 1) tensor."""
+        if w.ndim != 3 or w.shape[-1] != 1 or {a % 3 for a in self.axes} != {1, 2}:
+            return None
+        return _vector_block_jacobian(w, t)
+
+
+def _vector_block_jacobian(w: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, u)`` of block soft-thresholding on the leading blocks of ``w`` (see :meth:`Penalty.block_jacobian`)."""
+    norms = torch.linalg.vector_norm(w, dim=(1, 2))
+    active = norms > t
+    safe = norms.clamp_min(torch.finfo(w.dtype).tiny)
+    a = torch.where(active, 1.0 - t / safe, torch.zeros_like(norms))
+    scale = torch.where(active, math.sqrt(t) * safe.pow(-1.5), torch.zeros_like(norms))
+    return a, w * scale[:, None, None]
 
 
 def _is_vector_block(z: torch.Tensor) -> bool:
@@ -242,6 +267,12 @@ class NuclearNorm(Penalty):
 
     def prox_jacobian(self, w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
         return _svt_jacobian(w, t)
+
+    def block_jacobian(self, w: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Blocks of one column (a (P, d, 1) batch) are vectors: block soft-thresholding's ``(a, u)``."""
+        if w.ndim != 3 or w.shape[-1] != 1:
+            return None
+        return _vector_block_jacobian(w, t)
 
 
 class BlockNuclearNorm(NuclearNorm):

@@ -30,6 +30,12 @@ class LinearOperator(ABC):
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
         """``A*(G)`` for ``G`` of shape (N, c); shape :attr:`z_shape`."""
 
+    def dual_gram(self, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
+        """The (N, N) matrix ``A J A*`` for a single-output operator and ``J = a_g I + u_g u_gᵀ`` on each leading
+        block ``Z[g]`` (:meth:`~attnduality.convex.penalties.Penalty.block_jacobian`), or ``None`` where the operator
+        cannot form it cheaply (the default). The semismooth Newton solver preconditions its dual systems with it."""
+        return None
+
     def zeros(self) -> torch.Tensor:
         return torch.zeros(self.z_shape, dtype=self.dtype, device=self.device)
 

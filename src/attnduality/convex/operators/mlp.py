@@ -52,3 +52,14 @@ class GatedMLPOperator(LinearOperator):
             return (self.x.T @ ws).T.unsqueeze(-1)
         torch.mul(self.masks.unsqueeze(-1), g.unsqueeze(1), out=ws.view(-1, p, c))
         return (self.x.T @ ws).view(d, p, c).permute(1, 0, 2)
+
+    def dual_gram(self, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
+        """``Σ_j D_j X (a_j I + u_j u_jᵀ) Xᵀ D_j = (XXᵀ) ∘ (D diag(a) Dᵀ) + V Vᵀ`` with ``V = (X Uᵀ) ∘ D``
+        (D the (N, P) masks): ``O(N²(P + d))`` without forming the lifted matrix; single output only."""
+        if self.n_outputs != 1:
+            return None
+        xxt = self.__dict__.get("_xxt")
+        if xxt is None:
+            xxt = self._xxt = self.x @ self.x.T
+        v = (self.x @ u[:, :, 0].T).mul_(self.masks)
+        return torch.addmm(xxt * ((self.masks * a) @ self.masks.T), v, v.T)

@@ -33,10 +33,16 @@ which the token heads do not have, and screening removes nothing at the small β
 active there); SSNAL needs only ``A``, ``A*`` and the prox Jacobian, which every head and every penalty except the
 cone-constrained group norm supply. It needs a few outer steps where FISTA needs thousands of iterations (small β) and
 is about as fast as FISTA where FISTA certifies early. The cost is in the conjugate-gradient products (a few thousand in
-all): the explicit Newton matrix is too large for multi-output problems (``(N·c)²``) and no operator-independent
-preconditioner is known. Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no
-cheap Jacobian) and the streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per
-full data pass are out of budget there) keep FISTA and the subspace solver.
+all). Single-output problems whose operator forms ``A J A*`` explicitly (the gated MLP: ``O(N²(P + d))``, no lifted
+matrix) precondition CG with that N×N matrix, factored once and reused while ``J`` and ``σ`` drift
+(:class:`_DualPreconditioner`): 3–7× fewer CG iterations. With several outputs that matrix is ``(N·c)²``. Measured
+and not adopted there (BENCHMARKS.md §7, ``benchmarks/bench_newton_precond.py``): a Gram matrix with the Jacobian and
+``S`` averaged made CG slower; a randomized Nyström sketch of ``B J Bᵀ`` kept across systems saved 1.7× of the
+products on the quickstart program and nothing on the token heads.
+
+Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no cheap Jacobian) and the
+streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per full data pass are out
+of budget there) keep FISTA and the subspace solver.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import torch
 
 from ..certificates import Certificate
 from ..losses import SquaredLoss
+from ..operators.base import LinearOperator
 from ..penalties import Penalty
 from ..problem import CompositeProblem
 from .fista import FISTA, STALL_WINDOW, SolveMonitor, SolveResult
@@ -66,6 +73,8 @@ _MAX_NEWTON = 20  # Newton steps per multiplier update
 _FALLBACK_ITER = 10_000  # FISTA iterations after a stalled Newton step (and at most max_iter − Newton steps)
 _MAX_STALE = 4  # multiplier updates without a better inner gap before SSNAL gives up (the rounding floor)
 _SIGMA_BACK = 2  # the next outer step starts SSNAL at σ_last / growth², not at 1/‖B‖² again
+_PRECOND_LIMIT = 8  # CG iterations of one system above which the dual preconditioner is (re)built for the next one
+_PRECOND_MAX_COST = 50  # operator products one build may cost (Gram matrix and Cholesky, counted in flops)
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 
@@ -86,6 +95,8 @@ class NewtonState:
     """Conjugate-gradient iterations, summed."""
     n_products: int = 0
     """Operator applications (forward or adjoint), summed: the cost unit shared with FISTA."""
+    n_precond: int = 0
+    """Builds of the explicit dual preconditioner (single-output problems whose operator forms ``A J A*``)."""
     sigma: float | None = None
     """The augmented-Lagrangian parameter the next SSNAL solve starts from (``None``: ``1/‖B‖²``)."""
     dual_point: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -124,27 +135,79 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum())
 
 
-def _cg(apply: Map, rhs: torch.Tensor, rtol: float, max_iter: int) -> tuple[torch.Tensor, int]:
-    """Conjugate gradients for ``apply(x) = rhs`` from ``x = 0``; returns ``x`` and the iterations used."""
+def _cg(
+    apply: Map, rhs: torch.Tensor, rtol: float, max_iter: int, precond: Map | None = None
+) -> tuple[torch.Tensor, int]:
+    """(Preconditioned) conjugate gradients for ``apply(x) = rhs`` from ``x = 0`` until ``‖rhs − apply(x)‖ ≤
+    rtol·‖rhs‖``; returns ``x`` and the iterations used. ``precond`` applies an SPD approximation of the inverse."""
     x = torch.zeros_like(rhs)
     r = rhs.clone()
-    p = r.clone()
-    rr = _dot(r, r)
-    stop = (rtol**2) * rr
+    z = r if precond is None else precond(r)
+    p = z.clone()
+    rz = _dot(r, z)
+    stop = (rtol**2) * _dot(r, r)
     for it in range(1, max_iter + 1):
         ap = apply(p)
         pap = _dot(p, ap)
         if not pap > 0:
             return x, it
-        alpha = rr / pap
+        alpha = rz / pap
         x += alpha * p
         r -= alpha * ap
-        rr_new = _dot(r, r)
-        if rr_new <= stop:
+        if _dot(r, r) <= stop:
             return x, it
-        p = r + (rr_new / rr) * p
-        rr = rr_new
+        z = r if precond is None else precond(r)
+        rz_new = _dot(r, z)
+        p = z + (rz_new / rz) * p
+        rz = rz_new
     return x, max_iter
+
+
+class _DualPreconditioner:
+    """``(I + σ₀ S K₀ S)⁻¹`` for the SSNAL systems ``(I + σ S A J A* S) d = r`` of a single-output problem.
+
+    ``K₀ = A J₀ A*`` is formed explicitly by the operator (:meth:`~attnduality.convex.operators.base.LinearOperator.
+    dual_gram`, from the penalty's :meth:`~attnduality.convex.penalties.Penalty.block_jacobian`) and factored by
+    Cholesky at the ``J₀``, ``σ₀`` of one system, then reused unchanged: ``J`` and ``σ`` drift between systems but the
+    dominant directions (the data's) stay, so a stale factor still cuts the CG iterations several-fold
+    (BENCHMARKS.md §7). It is built only after a plain or preconditioned solve needed more than ``_PRECOND_LIMIT``
+    iterations, and only where a build costs at most ``_PRECOND_MAX_COST`` operator products; elsewhere ``get``
+    returns ``None`` (plain CG).
+    """
+
+    def __init__(self, ops: _Counted, pen: Penalty, z: torch.Tensor) -> None:
+        op = ops.op
+        self.ops, self.pen, self.chol, self.wanted = ops, pen, None, False
+        n, size = op.n_samples, z.numel()
+        build = 2.0 * n * n * (z.shape[0] + z[0].numel()) + n**3 / 3.0
+        self.enabled = (
+            op.n_outputs == 1
+            and z.ndim == 3
+            and build <= _PRECOND_MAX_COST * 4.0 * n * size
+            and type(op).dual_gram is not LinearOperator.dual_gram
+            and pen.block_jacobian(z, 1.0) is not None
+        )
+
+    def observe(self, n_cg: int) -> None:
+        self.wanted = self.enabled and n_cg > _PRECOND_LIMIT
+
+    def get(self, v: torch.Tensor, thr: float, sigma: float) -> Map | None:
+        if self.wanted:
+            a, u = self.pen.block_jacobian(v, thr)  # type: ignore[misc]  # enabled implies a block form
+            k = self.ops.op.dual_gram(a, u)
+            assert k is not None
+            s = self.ops.s
+            if s is not None:
+                k = s[:, 0, 0, None] * k * s[:, 0, 0]
+            k.mul_(sigma).diagonal().add_(1.0)
+            chol, info = torch.linalg.cholesky_ex(k)
+            self.chol = chol if int(info) == 0 else None
+            self.wanted = False
+            self.ops.state.n_precond += 1
+        if self.chol is None:
+            return None
+        chol = self.chol
+        return lambda r: torch.cholesky_solve(r, chol)
 
 
 class SemismoothNewton:
@@ -276,6 +339,7 @@ class SemismoothNewton:
         sigma = state.sigma if state.sigma is not None else state.sigma_max * 1e-10
         best_x, best_gap, stale = x, math.inf, 0
         b_norm = float(b.norm())
+        pre = _DualPreconditioner(ops, pen, x)
         for _ in range(60):
             thr = sigma * beta
             # --- semismooth Newton on ψ(y) for the fixed multiplier x -------------------------------------------
@@ -291,7 +355,14 @@ class SemismoothNewton:
                 if time.perf_counter() > deadline:
                     break
                 jac = pen.prox_jacobian(v, thr)
-                d, it = _cg(lambda w, j=jac, sg=sigma: w + sg * ops.fwd(j(ops.adj(w))), -grad, 0.1, self.max_cg)
+                d, it = _cg(
+                    lambda w, j=jac, sg=sigma: w + sg * ops.fwd(j(ops.adj(w))),
+                    -grad,
+                    0.1,
+                    self.max_cg,
+                    pre.get(v, thr, sigma),
+                )
+                pre.observe(it)
                 state.n_cg += it
                 state.n_newton += 1
                 btd = ops.adj(d)
