@@ -20,7 +20,7 @@ Preconditioners:
   8 probes), ``D`` the per-sample scale ``√(tr S_n²/c)``; the only Gram-type choice there, since the exact matrix is
   ``(N·c)²``.
 
-Systems are recorded with the solver's own preconditioner switched off, so "plain" is unpreconditioned CG.
+Systems are recorded with the solver's own preconditioners switched off, so "plain" is unpreconditioned CG.
 
 Problems: the quickstart program (digits, 50 gates, cross-entropy, block nuclear norm, β = 1e-2), the gated MLP
 family of §7 (squared loss, N = 1000, d = 50, 200 gates) at 3e-4 and 1e-2·β_max, and two token heads of §5 (gated
@@ -75,7 +75,7 @@ def record(solve: Callable[[], Any]) -> list[System]:
     from attnduality.convex.penalties import GroupL2, NuclearNorm
 
     systems: list[System] = []
-    plain, cost = newton_mod._cg, newton_mod._PRECOND_MAX_COST
+    plain, cost, nbytes = newton_mod._cg, newton_mod._PRECOND_MAX_COST, newton_mod._NYSTROM_MAX_BYTES
     jacobians = {cls: cls.prox_jacobian for cls in (GroupL2, NuclearNorm)}
     last: list[tuple[Any, torch.Tensor, float]] = []
 
@@ -91,13 +91,13 @@ def record(solve: Callable[[], Any]) -> list[System]:
 
         return wrapped
 
-    newton_mod._cg, newton_mod._PRECOND_MAX_COST = cg, 0
+    newton_mod._cg, newton_mod._PRECOND_MAX_COST, newton_mod._NYSTROM_MAX_BYTES = cg, 0, 0
     for cls, orig in jacobians.items():
         cls.prox_jacobian = keep(orig)
     try:
         solve()
     finally:
-        newton_mod._cg, newton_mod._PRECOND_MAX_COST = plain, cost
+        newton_mod._cg, newton_mod._PRECOND_MAX_COST, newton_mod._NYSTROM_MAX_BYTES = plain, cost, nbytes
         for cls, orig in jacobians.items():
             cls.prox_jacobian = orig
     return systems

@@ -285,3 +285,23 @@ def test_preconditioned_newton_same_optimum_fewer_cg(loss, monkeypatch):
     assert pre.objective == pytest.approx(plain.objective, rel=1e-9)
     assert pre_counts["pre"] >= 1 and plain_counts["pre"] == 0
     assert pre_counts["cg"] < 0.5 * plain_counts["cg"]
+
+
+def test_nystrom_preconditioned_newton_several_outputs(monkeypatch):
+    import attnduality.convex.solvers.newton as newton_mod
+
+    prob = _problem("cross_entropy", 4, frac=3e-3, n=200, d=12, p=16)
+
+    def solve() -> tuple:
+        seen = {}
+        res = SemismoothNewton(tol=1e-9).run(prob, callback=lambda s, _c: seen.update(cg=s.n_cg, pre=s.n_precond))
+        return res, seen
+
+    monkeypatch.setattr(newton_mod, "_NYSTROM_LIMIT", 10)  # sketch early: this problem is small
+    pre, pre_counts = solve()
+    monkeypatch.setattr(newton_mod, "_NYSTROM_MAX_BYTES", 0)  # no sketch fits: plain CG
+    plain, plain_counts = solve()
+    assert pre.status == plain.status == "converged"
+    assert pre.objective == pytest.approx(plain.objective, rel=1e-9)
+    assert pre_counts["pre"] >= 1 and plain_counts["pre"] == 0
+    assert pre_counts["cg"] < 0.7 * plain_counts["cg"]

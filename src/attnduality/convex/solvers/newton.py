@@ -35,10 +35,10 @@ cone-constrained group norm supply. It needs a few outer steps where FISTA needs
 is about as fast as FISTA where FISTA certifies early. The cost is in the conjugate-gradient products (a few thousand in
 all). Single-output problems whose operator forms ``A J A*`` explicitly (the gated MLP: ``O(N²(P + d))``, no lifted
 matrix) precondition CG with that N×N matrix, factored once and reused while ``J`` and ``σ`` drift
-(:class:`_DualPreconditioner`): 3–7× fewer CG iterations. With several outputs that matrix is ``(N·c)²``. Measured
-and not adopted there (BENCHMARKS.md §7, ``benchmarks/bench_newton_precond.py``): a Gram matrix with the Jacobian and
-``S`` averaged made CG slower; a randomized Nyström sketch of ``B J Bᵀ`` kept across systems saved 1.7× of the
-products on the quickstart program and nothing on the token heads.
+(:class:`_DualPreconditioner`): 3–7× fewer CG iterations. With several outputs that matrix is ``(N·c)²``; there a
+randomized Nyström sketch of ``B J Bᵀ`` of rank 100, kept across systems (:class:`_NystromPreconditioner`), saved 1.7×
+of the products on the quickstart program and up to 8% on the token heads, and a Gram matrix with the Jacobian and
+``S`` averaged made CG slower (BENCHMARKS.md §7, ``benchmarks/bench_newton_precond.py``).
 
 Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no cheap Jacobian) and the
 streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per full data pass are out
@@ -75,6 +75,9 @@ _MAX_STALE = 4  # multiplier updates without a better inner gap before SSNAL giv
 _SIGMA_BACK = 2  # the next outer step starts SSNAL at σ_last / growth², not at 1/‖B‖² again
 _PRECOND_LIMIT = 8  # CG iterations of one system above which the dual preconditioner is (re)built for the next one
 _PRECOND_MAX_COST = 50  # operator products one build may cost (Gram matrix and Cholesky, counted in flops)
+_NYSTROM_RANK = 100  # sketch columns of the Nyström preconditioner (each one system product)
+_NYSTROM_LIMIT = 40  # CG iterations of one system above which the sketch is (re)built: 20 rebuilt too often
+_NYSTROM_MAX_BYTES = 2**28  # memory the sketch may hold (dual size × rank)
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 
@@ -96,7 +99,7 @@ class NewtonState:
     n_products: int = 0
     """Operator applications (forward or adjoint), summed: the cost unit shared with FISTA."""
     n_precond: int = 0
-    """Builds of the explicit dual preconditioner (single-output problems whose operator forms ``A J A*``)."""
+    """Preconditioner builds: Cholesky factors of the explicit dual matrix, or Nyström sketches."""
     sigma: float | None = None
     """The augmented-Lagrangian parameter the next SSNAL solve starts from (``None``: ``1/‖B‖²``)."""
     dual_point: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -191,7 +194,7 @@ class _DualPreconditioner:
     def observe(self, n_cg: int) -> None:
         self.wanted = self.enabled and n_cg > _PRECOND_LIMIT
 
-    def get(self, v: torch.Tensor, thr: float, sigma: float) -> Map | None:
+    def get(self, v: torch.Tensor, thr: float, sigma: float, system: Map) -> Map | None:
         if self.wanted:
             a, u = self.pen.block_jacobian(v, thr)  # type: ignore[misc]  # enabled implies a block form
             k = self.ops.op.dual_gram(a, u)
@@ -208,6 +211,68 @@ class _DualPreconditioner:
             return None
         chol = self.chol
         return lambda r: torch.cholesky_solve(r, chol)
+
+
+class _NystromPreconditioner:
+    """A randomized Nyström approximation ``U Λ Uᵀ`` of ``H = S A J A* S`` for the systems ``(I + σH) d = r``
+    (Frangella, Tropp & Udell 2023, Alg. 2.1 and eq. (5.3)): ``P⁻¹ = (σλ_ℓ + 1) U (σΛ + I)⁻¹ Uᵀ + I − UUᵀ`` at the
+    current σ. The rank-``_NYSTROM_RANK`` sketch costs that many system products; it is taken from the system of a
+    solve that needed more than ``_NYSTROM_LIMIT`` iterations and kept until another solve does (the data's dominant
+    directions persist while ``J`` drifts). Used where the dual matrix cannot be formed (several outputs, token
+    heads); it saved 1.7× of the products on the quickstart program and at most 8% elsewhere (BENCHMARKS.md §7).
+    """
+
+    def __init__(self, ops: _Counted, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> None:
+        n = math.prod(shape)
+        self.ops, self.shape, self.dtype, self.device = ops, shape, dtype, device
+        self.enabled = n >= 4 * _NYSTROM_RANK and n * _NYSTROM_RANK * dtype.itemsize <= _NYSTROM_MAX_BYTES
+        self.basis: torch.Tensor | None = None
+        self.lam: torch.Tensor | None = None
+        self.wanted = False
+        self.gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def observe(self, n_cg: int) -> None:
+        self.wanted = self.enabled and n_cg > _NYSTROM_LIMIT
+
+    def _sketch(self, system: Map, sigma: float) -> None:
+        n, rank = math.prod(self.shape), _NYSTROM_RANK
+        omega = torch.randn(n, rank, generator=self.gen, dtype=self.dtype).to(self.device)
+        omega = torch.linalg.qr(omega).Q
+        cols = [system(omega[:, j].reshape(self.shape)).reshape(-1) - omega[:, j] for j in range(rank)]
+        y = torch.stack(cols, 1) / sigma  # H Ω
+        nu = math.sqrt(n) * torch.finfo(self.dtype).eps * float(y.norm())
+        y += nu * omega
+        chol, info = torch.linalg.cholesky_ex(omega.T @ y)
+        self.wanted = False
+        self.ops.state.n_precond += 1
+        if int(info) != 0:  # rounding made ΩᵀHΩ indefinite: no preconditioner until the next sketch
+            self.basis = self.lam = None
+            return
+        b = torch.linalg.solve_triangular(chol, y.T, upper=False).T
+        self.basis, sv, _ = torch.linalg.svd(b, full_matrices=False)
+        self.lam = (sv.square() - nu).clamp_min(0.0)
+
+    def get(self, v: torch.Tensor, thr: float, sigma: float, system: Map) -> Map | None:
+        if self.wanted:
+            self._sketch(system, sigma)
+        if self.basis is None or self.lam is None:
+            return None
+        basis, ls, shape = self.basis, sigma * self.lam, self.shape
+
+        def apply(r: torch.Tensor) -> torch.Tensor:
+            flat = r.reshape(-1)
+            coef = basis.T @ flat
+            return (flat - basis @ coef + (ls[-1] + 1.0) * (basis @ (coef / (ls + 1.0)))).reshape(shape)
+
+        return apply
+
+
+def _preconditioner(
+    ops: _Counted, pen: Penalty, z: torch.Tensor, b: torch.Tensor
+) -> _DualPreconditioner | _NystromPreconditioner:
+    """The explicit dual matrix where the operator forms it cheaply (single output), else the Nyström sketch."""
+    gram = _DualPreconditioner(ops, pen, z)
+    return gram if gram.enabled else _NystromPreconditioner(ops, b.shape, b.dtype, b.device)
 
 
 class SemismoothNewton:
@@ -339,7 +404,7 @@ class SemismoothNewton:
         sigma = state.sigma if state.sigma is not None else state.sigma_max * 1e-10
         best_x, best_gap, stale = x, math.inf, 0
         b_norm = float(b.norm())
-        pre = _DualPreconditioner(ops, pen, x)
+        pre = _preconditioner(ops, pen, x, b)
         for _ in range(60):
             thr = sigma * beta
             # --- semismooth Newton on ψ(y) for the fixed multiplier x -------------------------------------------
@@ -355,13 +420,8 @@ class SemismoothNewton:
                 if time.perf_counter() > deadline:
                     break
                 jac = pen.prox_jacobian(v, thr)
-                d, it = _cg(
-                    lambda w, j=jac, sg=sigma: w + sg * ops.fwd(j(ops.adj(w))),
-                    -grad,
-                    0.1,
-                    self.max_cg,
-                    pre.get(v, thr, sigma),
-                )
+                system = lambda w, j=jac, sg=sigma: w + sg * ops.fwd(j(ops.adj(w)))  # noqa: E731
+                d, it = _cg(system, -grad, 0.1, self.max_cg, pre.get(v, thr, sigma, system))
                 pre.observe(it)
                 state.n_cg += it
                 state.n_newton += 1
