@@ -37,8 +37,8 @@ all). Single-output problems whose operator forms ``A J A*`` explicitly (the gat
 matrix) precondition CG with that N×N matrix, factored once and reused while ``J`` and ``σ`` drift
 (:class:`_DualPreconditioner`): 3–7× fewer CG iterations. With several outputs that matrix is ``(N·c)²``; there a
 randomized Nyström sketch of ``B J Bᵀ`` of rank 100, kept across systems (:class:`_NystromPreconditioner`), saved 1.7×
-of the products on the quickstart program and up to 8% on the token heads, and a Gram matrix with the Jacobian and
-``S`` averaged made CG slower (BENCHMARKS.md §7, ``benchmarks/bench_newton_precond.py``).
+of the products on the quickstart program and was neutral to 11% worse on the token heads; a Gram matrix with the
+Jacobian and ``S`` averaged made CG slower (BENCHMARKS.md §7, ``benchmarks/bench_newton_precond.py``).
 
 Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no cheap Jacobian) and the
 streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per full data pass are out
@@ -76,7 +76,8 @@ _SIGMA_BACK = 2  # the next outer step starts SSNAL at σ_last / growth², not a
 _PRECOND_LIMIT = 8  # CG iterations of one system above which the dual preconditioner is (re)built for the next one
 _PRECOND_MAX_COST = 50  # operator products one build may cost (Gram matrix and Cholesky, counted in flops)
 _NYSTROM_RANK = 100  # sketch columns of the Nyström preconditioner (each one system product)
-_NYSTROM_LIMIT = 40  # CG iterations of one system above which the sketch is (re)built: 20 rebuilt too often
+_NYSTROM_LIMIT = 40  # CG iterations of one system above which the sketch is (re)taken: 20 retook it too often,
+# 60 and 100 kept under half of its gain on the quickstart program
 _NYSTROM_MAX_BYTES = 2**28  # memory the sketch may hold (dual size × rank)
 
 Map = Callable[[torch.Tensor], torch.Tensor]
@@ -218,14 +219,19 @@ class _NystromPreconditioner:
     (Frangella, Tropp & Udell 2023, Alg. 2.1 and eq. (5.3)): ``P⁻¹ = (σλ_ℓ + 1) U (σΛ + I)⁻¹ Uᵀ + I − UUᵀ`` at the
     current σ. The rank-``_NYSTROM_RANK`` sketch costs that many system products; it is taken from the system of a
     solve that needed more than ``_NYSTROM_LIMIT`` iterations and kept until another solve does (the data's dominant
-    directions persist while ``J`` drifts). Used where the dual matrix cannot be formed (several outputs, token
-    heads); it saved 1.7× of the products on the quickstart program and at most 8% elsewhere (BENCHMARKS.md §7).
+    directions persist while ``J`` drifts). Used for several outputs, where the dual matrix is ``(N·c)²``: it saved
+    1.7× of the products on the quickstart program and changed the token heads' by −1% to +11% (BENCHMARKS.md §7).
+    Single-output problems without a dual matrix keep plain CG (the sketch cost them up to 16% more products).
     """
 
     def __init__(self, ops: _Counted, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> None:
         n = math.prod(shape)
         self.ops, self.shape, self.dtype, self.device = ops, shape, dtype, device
-        self.enabled = n >= 4 * _NYSTROM_RANK and n * _NYSTROM_RANK * dtype.itemsize <= _NYSTROM_MAX_BYTES
+        self.enabled = (
+            shape[-1] > 1  # one output: 0–16% more products measured (gated MLP, N = 1000 and 10,000)
+            and n >= 4 * _NYSTROM_RANK
+            and n * _NYSTROM_RANK * dtype.itemsize <= _NYSTROM_MAX_BYTES
+        )
         self.basis: torch.Tensor | None = None
         self.lam: torch.Tensor | None = None
         self.wanted = False
@@ -270,7 +276,8 @@ class _NystromPreconditioner:
 def _preconditioner(
     ops: _Counted, pen: Penalty, z: torch.Tensor, b: torch.Tensor
 ) -> _DualPreconditioner | _NystromPreconditioner:
-    """The explicit dual matrix where the operator forms it cheaply (single output), else the Nyström sketch."""
+    """The explicit dual matrix where the operator forms it cheaply (single output), else the Nyström sketch (several
+    outputs), else none."""
     gram = _DualPreconditioner(ops, pen, z)
     return gram if gram.enabled else _NystromPreconditioner(ops, b.shape, b.dtype, b.device)
 
