@@ -21,6 +21,7 @@ from attnduality.experiments.transfer import (
     TransferConfig,
     claim_verdict,
     effective_blocks,
+    grid_edge,
     mcnemar_p,
 )
 
@@ -80,6 +81,7 @@ def test_tiny_run_table_certificates_adam_and_report(tiny_run: tuple[Path, dict[
         assert 0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["val_acc"] <= 1.0 and r["beta_frac"] in (0.1, 0.03)
         assert r["status"] in ("converged", "max_iter") and r["rel_gap"] >= 0 and r["objective"] >= r["lower_bound"]
         assert len(r["val_fits"]) == 2 and r["params"] >= 0 and r["lifted_vars"] > 0
+        assert r["beta_edge"] == {0.1: "largest", 0.03: "smallest"}[r["beta_frac"]]  # a 2-point grid: always an end
         # Adam on the twin can approach but never undercut the certified lower bound
         assert r["adam_below_bound"] is False and r["adam_objective"] >= r["lower_bound"] * (1 - 1e-9)
         assert 0.0 <= r["adam_test_acc"] <= 1.0
@@ -93,6 +95,7 @@ def test_tiny_run_table_certificates_adam_and_report(tiny_run: tuple[Path, dict[
     assert isinstance(m["pang_lee.claim_holds"], bool) and 0.0 <= m["fashion_mnist.claim_mcnemar_p"] <= 1.0
     report = (out / "report.md").read_text()
     for text in ("SUBSTITUTES", "Budget (below the paper's)", "## Claim: attention-style convex heads beat",
+                 f"**β at an end of the grid** [0.1, 0.03] for {len(rows)} of {len(rows)} heads",
                  "on this substitute", "B-FNO uses B = 2 (the requested 5 does not divide"):
         assert text in report
     for fig in ("accuracy.png", "adam.png", "pang_lee-block-norms.png", "fashion_mnist-spectrum.png"):
@@ -171,6 +174,8 @@ def test_helpers() -> None:
     assert effective_blocks(5, 7, 3) == 1
     a = np.array([True] * 30 + [False] * 10)
     assert mcnemar_p(a, a) == 1.0
+    assert grid_edge(0.003, (0.3, 0.1, 0.003)) == "smallest" and grid_edge(0.3, (0.3, 0.1, 0.003)) == "largest"
+    assert grid_edge(0.1, (0.3, 0.1, 0.003)) is None and grid_edge(0.1, (0.1,)) is None
     b = np.array([False] * 12 + [True] * 18 + [False] * 10)  # a right and b wrong on 12, never the other way
     assert mcnemar_p(a, b) == pytest.approx(2 * 0.5**12)
     with pytest.raises(ValueError, match="differ in shape"):

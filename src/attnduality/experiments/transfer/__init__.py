@@ -53,7 +53,7 @@ from .data import load_target
 from .figures import accuracy_figure, adam_figure
 from .heads import adam_on_twin, final_fit, head_operator, reference_fit, sample_head_gates, validate_head
 from .interpret import ATTENTION_HEADS, attention_figures, interpret_attention
-from .stats import claim_text, claim_verdict, effective_blocks, mcnemar_p
+from .stats import claim_text, claim_verdict, effective_blocks, grid_edge, mcnemar_p
 
 __all__ = [
     "BASELINES",
@@ -64,6 +64,7 @@ __all__ = [
     "TransferConfig",
     "claim_verdict",
     "effective_blocks",
+    "grid_edge",
     "head_operator",
     "mcnemar_p",
     "sample_head_gates",
@@ -89,6 +90,7 @@ def _run_head(ctx: RunContext, ds: str, head: str, data: dict[str, Any], blocks_
     row: dict[str, Any] = {
         "dataset": ds, "head": head, "B": blocks if spec.family == "fno" else None,
         "gates": fit["n_gates_kept"] if spec.gated else None, "beta_frac": frac, "beta": fit["beta"],
+        "beta_edge": grid_edge(frac, cfg.beta_fracs) if vals else None,
         "val_acc": val_acc, "train_acc": fit["train_acc"], "test_acc": fit["test_acc"],
         "test_se": math.sqrt(fit["test_acc"] * (1 - fit["test_acc"]) / n_te), "params": fit["params"],
         "heads": fit["heads"], "lifted_vars": fit["lifted_vars"], "solve_s": fit["solve_seconds"],
@@ -221,17 +223,24 @@ def transfer(ctx: RunContext) -> None:
             ctx.metric(f"{ds}.claim_holds", verdicts[ds]["holds"])
             ctx.metric(f"{ds}.claim_margin", verdicts[ds]["margin"])
             ctx.metric(f"{ds}.claim_mcnemar_p", verdicts[ds]["mcnemar_p"])
-    cols = ["dataset", "head", "B", "gates", "beta_frac", "val_acc", "test_acc", "test_se", "params", "lifted_vars",
-            "solve_s", "status", "rel_gap"]
+    cols = ["dataset", "head", "B", "gates", "beta_frac", "beta_edge", "val_acc", "test_acc", "test_se", "params",
+            "lifted_vars", "solve_s", "status", "rel_gap"]
     if cfg.adam_steps > 0:
         cols += ["adam_test_acc", "adam_rel_excess", "adam_s"]
     ctx.table("heads", table, columns=cols, caption="Convex heads on frozen backbones (SUBSTITUTES for the paper's "
-              "gMLP/CIFAR-100). test_se: binomial standard error; params: the recovered twin's (nonzero heads); "
+              "gMLP/CIFAR-100). beta_edge: the β chosen on validation is the smallest or largest of the grid; "
+              "test_se: binomial standard error; params: the recovered twin's (nonzero heads); "
               "lifted_vars: size of the convex variable; rel_gap: certified relative duality gap; adam_rel_excess: "
               "(Adam's final objective − certified optimum) / optimum.",
               formats={"beta_frac": "g", "val_acc": ".4f", "test_acc": ".4f", "test_se": ".4f", "solve_s": ".1f",
                        "rel_gap": ".1e", "adam_test_acc": ".4f", "adam_rel_excess": ".2e", "adam_s": ".1f",
                        "params": ",", "lifted_vars": ","})
+    edges = [f"{r['dataset']}/{r['head']} ({r['beta_edge']})" for r in table if r.get("beta_edge")]
+    if edges:
+        ctx.note(f"**β at an end of the grid** {list(cfg.beta_fracs)} for {len(edges)} of {len(table)} heads: "
+                 f"{', '.join(edges)}. Their validation accuracy may still improve beyond the grid; widen "
+                 "`beta_fracs` to find out (smaller β costs more solver time). Heads compared at the same end are "
+                 "still compared fairly.")
     ctx.figure("accuracy", accuracy_figure(results), caption="Test accuracy per head (convex: blue, baselines grey, "
                "error bars ±1.96 SE; Adam on the twin: orange); substitutes for gMLP/CIFAR-100")
     if cfg.adam_steps > 0:

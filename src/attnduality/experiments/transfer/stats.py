@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .config import BASELINES, DATASET_LABELS
 
-__all__ = ["claim_text", "claim_verdict", "effective_blocks", "mcnemar_p"]
+__all__ = ["claim_text", "claim_verdict", "effective_blocks", "grid_edge", "mcnemar_p"]
 
 
 def effective_blocks(requested: int, n_features: int, n_classes: int) -> int:
     """The largest B ≤ ``requested`` dividing both d and c (B-FNO needs B | d and B | c)."""
     g = math.gcd(n_features, n_classes)
     return max(b for b in range(1, min(requested, g) + 1) if g % b == 0)
+
+
+def grid_edge(frac: float, fracs: Sequence[float]) -> str | None:
+    """``"smallest"`` or ``"largest"`` when the β/β_max chosen on validation is an end of a grid of several values
+    (validation accuracy may still improve beyond it: widen ``beta_fracs``), else ``None``."""
+    if len(fracs) < 2:
+        return None
+    if frac == min(fracs):
+        return "smallest"
+    return "largest" if frac == max(fracs) else None
 
 
 def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
