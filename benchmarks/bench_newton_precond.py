@@ -8,8 +8,8 @@ converted to seconds with the measured time of one product and of one preconditi
 
 Preconditioners:
 
-* ``nystrom-fresh``: randomized Nyström approximation of rank ℓ of ``σ B J Bᵀ`` (Frangella, Tropp & Udell 2023,
-  Alg. 2.1 and eq. (5.3)), built for every system (ℓ products each);
+* ``nystrom-fresh``: the solver's randomized Nyström approximation (``newton._NystromPreconditioner``; Frangella,
+  Tropp & Udell 2023, Alg. 2.1 and eq. (5.3)) of rank ℓ, sketched for every system (ℓ products each);
 * ``nystrom-reuse ℓ/K``: the same sketch, kept across systems (rescaled to the new σ) and rebuilt only when a solve
   needs more than K iterations;
 * ``dual K`` (single output only): what the solver does (``newton._DualPreconditioner``): the exact dual matrix
@@ -123,30 +123,20 @@ def pcg(apply: Map, rhs: torch.Tensor, precond: Map, rtol: float = 0.1, max_iter
 
 
 # --- preconditioners ------------------------------------------------------------------------------------------
-def nystrom_sketch(sys_: System, rank: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(U, Λ)`` with ``U Λ Uᵀ`` the rank-ℓ Nyström approximation of ``B J Bᵀ`` (σ divided out)."""
-    shape, n = sys_.rhs.shape, sys_.rhs.numel()
-    om = torch.linalg.qr(torch.randn(n, rank, generator=gen, dtype=sys_.rhs.dtype)).Q
-    cols = [(sys_.apply(om[:, j].reshape(shape)) - om[:, j].reshape(shape)).reshape(-1) for j in range(rank)]
-    y = torch.stack(cols, 1) / sys_.sigma
-    nu = float(np.sqrt(n) * torch.finfo(y.dtype).eps * y.norm())
-    y = y + nu * om
-    c = torch.linalg.cholesky(om.T @ y)
-    b = torch.linalg.solve_triangular(c, y.T, upper=False).T
-    u, s, _ = torch.linalg.svd(b, full_matrices=False)
-    return u, (s**2 - nu).clamp_min(0.0)
+def nystrom(sys_: System, rank: int) -> Any:
+    """The solver's Nyström preconditioner (``newton._NystromPreconditioner``) of rank ``rank``, not yet sketched;
+    one object per strategy, so successive sketches draw fresh random test matrices."""
+    return newton_mod._NystromPreconditioner(sys_.ops, sys_.rhs.shape, sys_.rhs.dtype, sys_.rhs.device, rank)
 
 
-def nystrom_precond(u: torch.Tensor, lam: torch.Tensor, sigma: float, shape: torch.Size) -> Map:
-    """``P⁻¹ = (σλ_ℓ + 1) U (σΛ + I)⁻¹ Uᵀ + (I − UUᵀ)`` for ``I + σ B J Bᵀ``."""
-    ls = sigma * lam
+def sketched(pre: Any, sys_: System) -> Any:
+    pre.sketch(sys_.apply, sys_.sigma)
+    return pre
 
-    def apply(r: torch.Tensor) -> torch.Tensor:
-        rv = r.reshape(-1)
-        ur = u.T @ rv
-        return (rv - u @ ur + (ls[-1] + 1.0) * (u @ (ur / (ls + 1.0)))).reshape(shape)
 
-    return apply
+def nystrom_inverse(pre: Any, sys_: System) -> Map:
+    """``P⁻¹`` at the system's σ (the identity where the sketch failed)."""
+    return pre.precond(sys_.sigma) or (lambda r: r)
 
 
 def averaged_gram(sys_: System, gen: torch.Generator) -> torch.Tensor:
@@ -163,16 +153,13 @@ def averaged_gram(sys_: System, gen: torch.Generator) -> torch.Tensor:
     return torch.linalg.cholesky(k)
 
 
-def exact_dual(sys_: System) -> torch.Tensor:
+def exact_dual(sys_: System) -> torch.Tensor | None:
     """Cholesky factor of ``I + σ S A J A* S`` as the solver forms it (single output)."""
-    a, u = sys_.penalty.block_jacobian(sys_.v, sys_.t)
-    k = sys_.ops.op.dual_gram(a, u)
-    s = sys_.ops.s
-    if s is not None:
-        k = s[:, 0, 0, None] * k * s[:, 0, 0]
-    k = sys_.sigma * k
-    k.diagonal().add_(1.0)
-    return torch.linalg.cholesky(k)
+    return newton_mod._DualPreconditioner(sys_.ops, sys_.penalty, sys_.v).factor(sys_.v, sys_.t, sys_.sigma)
+
+
+def _cholesky_inverse(chol: torch.Tensor | None, _sys: System) -> Map:
+    return (lambda r: r) if chol is None else (lambda r: torch.cholesky_solve(r, chol))
 
 
 # --- replay ---------------------------------------------------------------------------------------------------
@@ -207,13 +194,14 @@ def study(label: str, systems: list[System], quick: bool, mlp: bool) -> dict:
     plain = sum(s.n_cg for s in systems)
     t_h = h_product_seconds(systems[-1])
     row: dict[str, Any] = {"problem": label, "systems": len(systems), "plain": plain, "t_product": t_h}
-    row["nystrom-fresh 50"] = float(sum(50 + pcg(s.apply, s.rhs, nystrom_precond(*nystrom_sketch(s, 50, gen), s.sigma,
-                                                                                    s.rhs.shape)) for s in systems))
+    fresh = nystrom(systems[0], 50)
+    row["nystrom-fresh 50"] = float(sum(50 + pcg(s.apply, s.rhs, nystrom_inverse(sketched(fresh, s), s))
+                                        for s in systems))
     for rank, limit in ((30, 40), (60, 20), (60, 40), (100, 20), (100, 40)):
         if quick and rank == 100:
             continue
-        r = replay_reuse(systems, lambda s, k=rank: nystrom_sketch(s, k, gen),
-                         lambda st, s: nystrom_precond(*st, s.sigma, s.rhs.shape), limit, rank)
+        pre = nystrom(systems[0], rank)
+        r = replay_reuse(systems, lambda s, p=pre: sketched(p, s), nystrom_inverse, limit, rank)
         row[f"nystrom-reuse {rank}/{limit}"] = r["products"]
     if mlp:
         single = systems[-1].rhs.shape[-1] == 1
@@ -223,8 +211,7 @@ def study(label: str, systems: list[System], quick: bool, mlp: bool) -> dict:
         t_build = time.perf_counter() - t0
         row["build s"] = t_build
         for limit in (8, 20):
-            rep = replay_reuse(systems, build, lambda chol, _s: lambda v: torch.cholesky_solve(v, chol), limit,
-                               t_build / t_h)
+            rep = replay_reuse(systems, build, _cholesky_inverse, limit, t_build / t_h)
             row[f"{'dual' if single else 'averaged gram'} {limit}"] = rep["products"]
     print(f"{label}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
           flush=True)

@@ -195,17 +195,22 @@ class _DualPreconditioner:
     def observe(self, n_cg: int) -> None:
         self.wanted = self.enabled and n_cg > _PRECOND_LIMIT
 
+    def factor(self, v: torch.Tensor, thr: float, sigma: float) -> torch.Tensor | None:
+        """The Cholesky factor of ``I + σ S A J A* S`` at ``J ∈ ∂prox_{thr·R}(v)`` (``None`` if rounding made it
+        indefinite)."""
+        a, u = self.pen.block_jacobian(v, thr)  # type: ignore[misc]  # enabled implies a block form
+        k = self.ops.op.dual_gram(a, u)
+        assert k is not None
+        s = self.ops.s
+        if s is not None:
+            k = s[:, 0, 0, None] * k * s[:, 0, 0]
+        k.mul_(sigma).diagonal().add_(1.0)
+        chol, info = torch.linalg.cholesky_ex(k)
+        return chol if int(info) == 0 else None
+
     def get(self, v: torch.Tensor, thr: float, sigma: float, system: Map) -> Map | None:
         if self.wanted:
-            a, u = self.pen.block_jacobian(v, thr)  # type: ignore[misc]  # enabled implies a block form
-            k = self.ops.op.dual_gram(a, u)
-            assert k is not None
-            s = self.ops.s
-            if s is not None:
-                k = s[:, 0, 0, None] * k * s[:, 0, 0]
-            k.mul_(sigma).diagonal().add_(1.0)
-            chol, info = torch.linalg.cholesky_ex(k)
-            self.chol = chol if int(info) == 0 else None
+            self.chol = self.factor(v, thr, sigma)
             self.wanted = False
             self.ops.state.n_precond += 1
         if self.chol is None:
@@ -217,20 +222,22 @@ class _DualPreconditioner:
 class _NystromPreconditioner:
     """A randomized Nyström approximation ``U Λ Uᵀ`` of ``H = S A J A* S`` for the systems ``(I + σH) d = r``
     (Frangella, Tropp & Udell 2023, Alg. 2.1 and eq. (5.3)): ``P⁻¹ = (σλ_ℓ + 1) U (σΛ + I)⁻¹ Uᵀ + I − UUᵀ`` at the
-    current σ. The rank-``_NYSTROM_RANK`` sketch costs that many system products; it is taken from the system of a
+    current σ. The rank-``rank`` sketch costs that many system products; it is taken from the system of a
     solve that needed more than ``_NYSTROM_LIMIT`` iterations and kept until another solve does (the data's dominant
     directions persist while ``J`` drifts). Used for several outputs, where the dual matrix is ``(N·c)²``: it saved
     1.7× of the products on the quickstart program and changed the token heads' by −1% to +11% (BENCHMARKS.md §7).
     Single-output problems without a dual matrix keep plain CG (the sketch cost them up to 16% more products).
     """
 
-    def __init__(self, ops: _Counted, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self, ops: _Counted, shape: torch.Size, dtype: torch.dtype, device: torch.device, rank: int = _NYSTROM_RANK
+    ) -> None:
         n = math.prod(shape)
-        self.ops, self.shape, self.dtype, self.device = ops, shape, dtype, device
+        self.ops, self.shape, self.dtype, self.device, self.rank = ops, shape, dtype, device, rank
         self.enabled = (
             shape[-1] > 1  # one output: 0–16% more products measured (gated MLP, N = 1000 and 10,000)
-            and n >= 4 * _NYSTROM_RANK
-            and n * _NYSTROM_RANK * dtype.itemsize <= _NYSTROM_MAX_BYTES
+            and n >= 4 * rank
+            and n * rank * dtype.itemsize <= _NYSTROM_MAX_BYTES
         )
         self.basis: torch.Tensor | None = None
         self.lam: torch.Tensor | None = None
@@ -240,8 +247,9 @@ class _NystromPreconditioner:
     def observe(self, n_cg: int) -> None:
         self.wanted = self.enabled and n_cg > _NYSTROM_LIMIT
 
-    def _sketch(self, system: Map, sigma: float) -> None:
-        n, rank = math.prod(self.shape), _NYSTROM_RANK
+    def sketch(self, system: Map, sigma: float) -> None:
+        """Take the sketch from ``system = I + σH`` (``rank`` products of it)."""
+        n, rank = math.prod(self.shape), self.rank
         omega = torch.randn(n, rank, generator=self.gen, dtype=self.dtype).to(self.device)
         omega = torch.linalg.qr(omega).Q
         cols = [system(omega[:, j].reshape(self.shape)).reshape(-1) - omega[:, j] for j in range(rank)]
@@ -260,7 +268,11 @@ class _NystromPreconditioner:
 
     def get(self, v: torch.Tensor, thr: float, sigma: float, system: Map) -> Map | None:
         if self.wanted:
-            self._sketch(system, sigma)
+            self.sketch(system, sigma)
+        return self.precond(sigma)
+
+    def precond(self, sigma: float) -> Map | None:
+        """``P⁻¹`` at ``σ`` from the last sketch (``None`` before one)."""
         if self.basis is None or self.lam is None:
             return None
         basis, ls, shape = self.basis, sigma * self.lam, self.shape

@@ -90,7 +90,7 @@ def _run_head(ctx: RunContext, ds: str, head: str, data: dict[str, Any], blocks_
     row: dict[str, Any] = {
         "dataset": ds, "head": head, "B": blocks if spec.family == "fno" else None,
         "gates": fit["n_gates_kept"] if spec.gated else None, "beta_frac": frac, "beta": fit["beta"],
-        "beta_edge": grid_edge(frac, cfg.beta_fracs) if vals else None,
+        "beta_edge": grid_edge(frac, cfg.beta_fracs),
         "val_acc": val_acc, "train_acc": fit["train_acc"], "test_acc": fit["test_acc"],
         "test_se": math.sqrt(fit["test_acc"] * (1 - fit["test_acc"]) / n_te), "params": fit["params"],
         "heads": fit["heads"], "lifted_vars": fit["lifted_vars"], "solve_s": fit["solve_seconds"],
