@@ -255,6 +255,8 @@ def test_dual_gram_is_a_j_a_adjoint():
     )
     torch.testing.assert_close(k, dense, rtol=1e-12, atol=1e-12)
     assert GatedMLPOperator(x, op.masks, 2).dual_gram(a, u) is None  # several outputs: not formed
+    with pytest.raises(ValueError, match="dual_gram needs a of shape"):
+        op.dual_gram(a[:-1], u)
 
 
 @pytest.mark.parametrize("loss", ["squared", "logistic"])

@@ -58,6 +58,11 @@ class GatedMLPOperator(LinearOperator):
         (D the (N, P) masks): ``O(N²(P + d))`` without forming the lifted matrix; single output only."""
         if self.n_outputs != 1:
             return None
+        if tuple(a.shape) != (self.n_patterns,) or tuple(u.shape) != self.z_shape:
+            raise ValueError(
+                f"dual_gram needs a of shape ({self.n_patterns},) and u of shape {self.z_shape}, got "
+                f"{tuple(a.shape)} and {tuple(u.shape)}"
+            )
         xxt = self.__dict__.get("_xxt")
         if xxt is None:
             xxt = self._xxt = self.x @ self.x.T
