@@ -38,7 +38,7 @@ matrix) precondition CG with that N×N matrix, factored once and reused while ``
 (:class:`_DualPreconditioner`): 3–7× fewer CG iterations. With several outputs that matrix is ``(N·c)²``; there a
 randomized Nyström sketch of ``B J Bᵀ`` of rank 100, kept across systems (:class:`_NystromPreconditioner`), saved 1.7×
 of the products on the quickstart program and was neutral to 11% worse on the token heads; a Gram matrix with the
-Jacobian and ``S`` averaged made CG slower (BENCHMARKS.md §7, ``benchmarks/bench_newton_precond.py``).
+Jacobian and ``S`` averaged saved nothing (BENCHMARKS.md §7, ``benchmarks/bench_newton_precond.py``).
 
 Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no cheap Jacobian) and the
 streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per full data pass are out
