@@ -190,3 +190,57 @@ def test_helpers() -> None:
     v = claim_verdict(rows[:2] + rows[4:], correct)  # only the linear FNO, below the baseline
     assert not v["holds"] and v["n_above"] == 0
     assert claim_verdict(rows[:2], correct)["decided"] is False
+
+
+def test_solves_interrupted_mid_way_resume_from_their_iterates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed inside the validation path (mid-solve and between points) and inside the certified refit goes on
+    from the saved iterates (``checkpoints/solve/``) and ends with the same certified fits as an uninterrupted run."""
+    from attnduality.experiments.checkpoints import SolveCheckpoint
+    from attnduality.experiments.context import RunContext
+
+    over = {**TINY, "datasets": ("fashion_mnist",), "heads": ("attn_gated",), "adam_steps": 0,
+            "val_tol": 1e-7, "tol": 1e-7, "max_iter": 5000}
+    ref = run_experiment("transfer", out=tmp_path / "ref", overrides=over, progress=False)["tables"]["heads"][0]
+
+    real_solve_checkpoint, real_save = RunContext.solve_checkpoint, SolveCheckpoint.save
+    saves: list[tuple[str, str]] = []
+    fired: set[str] = set()
+
+    def every_check(self: RunContext, key: str, every: float = 60.0) -> SolveCheckpoint:
+        return real_solve_checkpoint(self, key, every=0.0)
+
+    def save_then_die(self: SolveCheckpoint, z: torch.Tensor, phase: str, rel_gap: float) -> None:
+        real_save(self, z, phase, rel_gap)
+        saves.append((self.path.name, phase))
+        path_saves = [ph for name, ph in saves if name == "val-path.pt"]
+        events = {
+            "inside the first point": path_saves == ["fista", "fista"],
+            "inside the second point": "done" in path_saves and path_saves[-1] == "fista",
+            "inside the refit": sum(name == "fit.pt" for name, _ in saves) == 2,
+        }
+        for event, now in events.items():
+            if now and event not in fired:
+                fired.add(event)
+                raise KeyboardInterrupt(event)
+
+    monkeypatch.setattr(RunContext, "solve_checkpoint", every_check)
+    monkeypatch.setattr(SolveCheckpoint, "save", save_then_die)
+    out, runs = tmp_path / "killed", 0
+    while True:
+        runs += 1
+        try:
+            res = run_experiment("transfer", out=out, overrides=over, progress=False)
+            break
+        except KeyboardInterrupt:
+            assert runs <= 3
+    row = res["tables"]["heads"][0]
+    assert runs == 4 and len(fired) == 3
+    assert row["status"] == ref["status"] == "converged" and row["beta_frac"] == ref["beta_frac"]
+    assert row["objective"] == pytest.approx(ref["objective"], rel=1e-6)
+    assert row["test_acc"] == ref["test_acc"] and row["val_acc"] == ref["val_acc"]
+    for a, b in zip(row["val_fits"], ref["val_fits"], strict=True):
+        assert a["rel_gap"] <= 1e-7 and a["status"] == "converged"
+        assert a["val_acc"] == b["val_acc"]
+    fit = torch.load(out / "checkpoints" / "steps" / "fashion_mnist" / "attn_gated" / "fit.pt", weights_only=False)
+    assert fit["value"]["resumed_at_gap"] is not None
+    assert not (out / "checkpoints" / "solve" / "fashion_mnist" / "attn_gated" / "fit.pt").exists()  # cleared

@@ -3,6 +3,9 @@
 ``checkpoints/steps/KEY.json`` (or ``KEY.pt`` for results JSON cannot hold) is the record ``{"key", "seconds",
 "value"}`` of one ``ctx.step(KEY, fn)``: :func:`save_step` writes it, :func:`load_step` reads it back.
 
+``checkpoints/solve/KEY.pt`` is a :class:`SolveCheckpoint`: the iterate of a long certified solve, from which an
+interrupted solve restarts.
+
 ``checkpoints/train/KEY.pt`` is a :class:`TrainingCheckpoint`, which saves and restores a training loop's whole
 state. It holds the model, optimizer and scheduler state dicts, the states of the given generators (torch or
 NumPy), the global ``random``/NumPy/torch (and CUDA) RNG states, the iteration to continue from and an ``extra``
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ import numpy as np
 
 from . import storage
 
-__all__ = ["TrainingCheckpoint", "load_step", "save_step", "step_paths"]
+__all__ = ["SolveCheckpoint", "TrainingCheckpoint", "load_step", "save_step", "step_paths"]
 
 
 def step_paths(steps_dir: Path, key: str) -> tuple[Path, Path]:
@@ -168,3 +172,66 @@ class TrainingCheckpoint:
             }
         )
         return True
+
+
+class SolveCheckpoint:
+    """The iterate of a long certified solve, saved at ``path`` at most every ``every`` seconds, so that a solve
+    interrupted (a session end, a kill) restarts near where it stopped instead of from zero.
+
+    Use it as the solver's ``callback(state, certificate)`` (or the estimators' ``fit(..., callback=)``): it saves
+    ``state.z``, the phase of ``solver="auto"`` that was running (``"newton"`` once the state is a semismooth
+    Newton state, else ``"fista"``), the certified relative gap and the seconds spent so far, earlier interrupted
+    attempts included. ``start(tag)`` begins an attempt and returns what the last one saved under the same ``tag``
+    (``None`` if nothing, or a checkpoint of another solve); ``extra`` is saved along (e.g. the finished points of
+    a path). A restarted solve is certified to the same tolerance; its iterate may differ within it.
+    """
+
+    def __init__(self, path: Path, every: float = 60.0) -> None:
+        if not every >= 0:
+            raise ValueError(f"every must be a number of seconds >= 0, got {every!r}")
+        self.path = Path(path)
+        self.every = float(every)
+        self.tag: str = ""
+        self.before = 0.0
+        self.extra: dict[str, Any] = {}
+        self._t0 = self._last = 0.0
+
+    def load(self) -> dict[str, Any] | None:
+        """The last saved record ``{"tag", "z", "phase", "rel_gap", "seconds", "extra"}``, or ``None``."""
+        return storage.torch_load(self.path) if self.path.exists() else None
+
+    def start(self, tag: str, seconds_before: float = 0.0) -> dict[str, Any] | None:
+        """Begin an attempt at the solve ``tag``: the saved record of an earlier attempt at it, or ``None``.
+        ``seconds_before``: time already spent on this solve that no record holds yet (added to ``seconds``)."""
+        rec = self.load()
+        if rec is not None and rec.get("tag") != tag:
+            rec = None
+        self.tag = tag
+        self.before = float(seconds_before) + (float(rec["seconds"]) if rec is not None else 0.0)
+        self._t0 = self._last = time.perf_counter()
+        return rec
+
+    def seconds(self) -> float:
+        """Seconds spent on the solve ``tag`` so far, earlier attempts included."""
+        return self.before + time.perf_counter() - self._t0
+
+    def save(self, z: Any, phase: str, rel_gap: float) -> None:
+        storage.atomic_torch_save(
+            self.path,
+            {
+                "tag": self.tag,
+                "z": z.detach().cpu().clone(),
+                "phase": phase,
+                "rel_gap": float(rel_gap),
+                "seconds": self.seconds(),
+                "extra": dict(self.extra),
+            },
+        )
+        self._last = time.perf_counter()
+
+    def __call__(self, state: Any, cert: Any) -> None:
+        if time.perf_counter() - self._last >= self.every:
+            self.save(state.z, "newton" if hasattr(state, "n_newton") else "fista", cert.rel_gap)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)

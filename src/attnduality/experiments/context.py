@@ -2,8 +2,9 @@
 
 :class:`RunContext` carries the config, seed, device and output folder, and offers resumable units of work
 (``ctx.step``, stored under ``checkpoints/steps/``; ``ctx.checkpoint``, a :class:`TrainingCheckpoint` under
-``checkpoints/train/``), progress and logging, and the recorders of results: metrics, tables, figures and notes
-(tables, figures and notes appear in the report in the order they were added). Before a step's function runs, the
+``checkpoints/train/``; ``ctx.solve_checkpoint``, a :class:`SolveCheckpoint` under ``checkpoints/solve/``),
+progress and logging, and the recorders of results: metrics, tables, figures and notes (tables, figures and notes
+appear in the report in the order they were added). Before a step's function runs, the
 global RNGs are seeded from ``(seed, key)``."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..progress import progress
-from .checkpoints import TrainingCheckpoint, load_step, save_step, step_paths
+from .checkpoints import SolveCheckpoint, TrainingCheckpoint, load_step, save_step, step_paths
 from .registry import Experiment
 from .storage import jsonable
 
@@ -119,6 +120,11 @@ class RunContext:
         """A :class:`TrainingCheckpoint` at ``out/checkpoints/train/KEY.pt`` saving every ``every`` iterations."""
         self._check_key(key)
         return TrainingCheckpoint(self.checkpoint_dir / "train" / f"{key}.pt", every=every)
+
+    def solve_checkpoint(self, key: str, every: float = 60.0) -> SolveCheckpoint:
+        """A :class:`SolveCheckpoint` at ``out/checkpoints/solve/KEY.pt`` saving a solve's iterate every ``every`` s."""
+        self._check_key(key)
+        return SolveCheckpoint(self.checkpoint_dir / "solve" / f"{key}.pt", every=every)
 
     # -- results ---------------------------------------------------------------------------------------------------
     def metric(self, name: str, value: Any) -> Any:

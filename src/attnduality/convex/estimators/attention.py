@@ -13,7 +13,7 @@ from ...nn.token_twins import ReLUAttentionHead
 from ..formulations import Formulation
 from ..losses import Loss
 from ..recovery import regularized_objective
-from .base import ClassifierTask, RegressorTask
+from .base import ClassifierTask, RegressorTask, SolveCallback
 from .tokens import TokenHead
 
 __all__ = ["ConvexAttentionClassifier", "ConvexAttentionRegressor"]
@@ -30,8 +30,10 @@ class _AttentionHead(TokenHead):
     def _store_options(self, form: Formulation) -> None:
         self.scale_ = float(self.scale)  # the scale of the fitted model (used by predict and to_module)
 
-    def _fit_targets(self, x: np.ndarray, loss: Loss, n_outputs: int) -> None:
-        super()._fit_targets(x, loss, n_outputs)
+    def _fit_targets(
+        self, x: np.ndarray, loss: Loss, n_outputs: int, coef_init: Any = None, callback: SolveCallback | None = None
+    ) -> None:
+        super()._fit_targets(x, loss, n_outputs, coef_init, callback)
         if self.kind != "relu":
             return
         xt = self._features(x)

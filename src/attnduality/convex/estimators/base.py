@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,13 +27,16 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..certificates import Certificate
 from ..formulations import Formulation
 from ..losses import CrossEntropyLoss, LogisticLoss, Loss, SquaredLoss
 from ..operators import LinearOperator
 from ..penalties import Penalty
 from ..problem import CompositeProblem
-from ..solvers import SolveProgress, SolveResult, check_solver, make_solver
+from ..solvers import SolveProgress, SolveResult, chain_callbacks, check_solver, make_solver
 from ..solvers.path import beta_max
+
+SolveCallback = Callable[[Any, Certificate], None]
 
 __all__ = ["ConvexEstimator", "RegressorTask", "ClassifierTask"]
 
@@ -128,14 +132,36 @@ class ConvexEstimator(BaseEstimator):
     def _setup_head(self, xt: torch.Tensor, n_outputs: int) -> tuple[LinearOperator, Penalty]:
         raise NotImplementedError
 
-    def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
+    def _solve(
+        self,
+        loss: Loss,
+        operator: LinearOperator,
+        penalty: Penalty,
+        z0: torch.Tensor | None = None,
+        callback: SolveCallback | None = None,
+    ) -> SolveResult:
         problem = CompositeProblem(loss, operator, penalty, float(self.beta))
         solver = make_solver(self.solver, problem, self.tol, self.max_iter, self.max_time)
-        return solver.run(problem, callback=self._progress())
+        return solver.run(problem, z0=z0, callback=chain_callbacks(self._progress(), callback))
 
     def _progress(self) -> SolveProgress | None:
         """The progress printer of ``verbose >= 1`` (``None`` when quiet)."""
         return SolveProgress(self.tol, label=type(self).__name__) if self.verbose else None
+
+    def _start_point(self, coef_init: Any, operator: LinearOperator) -> torch.Tensor | None:
+        """``coef_init`` as the solver's starting point, checked against the shape of the program's variable."""
+        if coef_init is None:
+            return None
+        shape = tuple(operator.zeros().shape)
+        try:
+            z0 = np.asarray(coef_init, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"coef_init must be an array of shape {shape}, got {type(coef_init).__name__}") from None
+        if z0.shape != shape:
+            raise ValueError(f"coef_init has shape {z0.shape}; this program's variable has shape {shape}")
+        if not np.isfinite(z0).all():
+            raise ValueError("coef_init contains NaN or inf")
+        return self._tensor(z0)
 
     def _store_solution(self, result: SolveResult) -> None:
         self.coef_ = result.z.detach().cpu().numpy()
@@ -158,10 +184,12 @@ class ConvexEstimator(BaseEstimator):
         operator, penalty = est._setup_head(est._features(x), n_outputs)
         return float(beta_max(CompositeProblem(loss, operator, penalty, 1.0)))
 
-    def _fit_targets(self, x: np.ndarray, loss: Loss, n_outputs: int) -> None:
+    def _fit_targets(
+        self, x: np.ndarray, loss: Loss, n_outputs: int, coef_init: Any = None, callback: SolveCallback | None = None
+    ) -> None:
         xt = self._features(x)
         operator, penalty = self._setup_head(xt, n_outputs)
-        result = self._solve(loss, operator, penalty)
+        result = self._solve(loss, operator, penalty, self._start_point(coef_init, operator), callback)
         self._store_solution(result)
         self.objective_ = float(result.objective)
         self.certificate_ = result.certificate
@@ -229,10 +257,16 @@ def _check_finite_labels(y: Any, name: str) -> None:
 class RegressorTask(RegressorMixin):
     """Squared loss on real targets (N,) or (N, c)."""
 
-    def fit(self, X: Any, y: Any) -> RegressorTask:
-        """Solve the convex program on ``(X, y)``; returns ``self``."""
+    def fit(self, X: Any, y: Any, *, coef_init: Any = None, callback: SolveCallback | None = None) -> RegressorTask:
+        """Solve the convex program on ``(X, y)``; returns ``self``.
+
+        ``coef_init``: a starting point for the solver, in the shape of the program's variable (``coef_``; for
+        the cone-constrained ReLU MLP, ``cone_coef_``), e.g. the solution at a nearby ``beta`` or a saved iterate
+        of an interrupted fit. It changes how long the solve takes, not what it certifies.
+        ``callback``: called as ``callback(state, certificate)`` at every certificate check of the solver
+        (``state.z`` is the current iterate; see :mod:`attnduality.convex.solvers`)."""
         self._check_params()
-        self._fit_targets(*self._prepare_fit(X, y))
+        self._fit_targets(*self._prepare_fit(X, y), coef_init=coef_init, callback=callback)
         return self
 
     def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:
@@ -257,10 +291,16 @@ class RegressorTask(RegressorMixin):
 class ClassifierTask(ClassifierMixin):
     """Cross-entropy (default), binary logistic, or squared loss on one-hot targets."""
 
-    def fit(self, X: Any, y: Any) -> ClassifierTask:
-        """Solve the convex program on ``(X, y)``; returns ``self``."""
+    def fit(self, X: Any, y: Any, *, coef_init: Any = None, callback: SolveCallback | None = None) -> ClassifierTask:
+        """Solve the convex program on ``(X, y)``; returns ``self``.
+
+        ``coef_init``: a starting point for the solver, in the shape of the program's variable (``coef_``; for
+        the cone-constrained ReLU MLP, ``cone_coef_``), e.g. the solution at a nearby ``beta`` or a saved iterate
+        of an interrupted fit. It changes how long the solve takes, not what it certifies.
+        ``callback``: called as ``callback(state, certificate)`` at every certificate check of the solver
+        (``state.z`` is the current iterate; see :mod:`attnduality.convex.solvers`)."""
         self._check_params()
-        self._fit_targets(*self._prepare_fit(X, y))
+        self._fit_targets(*self._prepare_fit(X, y), coef_init=coef_init, callback=callback)
         return self
 
     def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, Loss, int]:

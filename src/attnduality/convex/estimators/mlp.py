@@ -13,7 +13,7 @@ from ..losses import Loss
 from ..operators import LinearOperator
 from ..penalties import ConeGroupL2, Penalty
 from ..solvers import SolveResult
-from .base import ClassifierTask, ConvexEstimator, RegressorTask
+from .base import ClassifierTask, ConvexEstimator, RegressorTask, SolveCallback
 
 __all__ = ["ConvexMLPRegressor", "ConvexMLPClassifier"]
 
@@ -43,8 +43,15 @@ class _MLPHead(ConvexEstimator):
         self.gates_ = gates.cpu().numpy()
         return form.operator(xt, gates, n_outputs), form.penalty(xt, gates)
 
-    def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
-        result = super()._solve(loss, operator, penalty)
+    def _solve(
+        self,
+        loss: Loss,
+        operator: LinearOperator,
+        penalty: Penalty,
+        z0: torch.Tensor | None = None,
+        callback: SolveCallback | None = None,
+    ) -> SolveResult:
+        result = super()._solve(loss, operator, penalty, z0, callback)
         if isinstance(penalty, ConeGroupL2):
             self.constraint_violation_ = penalty.violation(result.z)
         return result

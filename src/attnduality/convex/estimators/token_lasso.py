@@ -58,7 +58,7 @@ from ..recovery_token import (
     token_support,
 )
 from ..solvers import SolveResult, beta_max, make_solver, solve_path
-from .base import ClassifierTask, ConvexEstimator, RegressorTask
+from .base import ClassifierTask, ConvexEstimator, RegressorTask, SolveCallback
 
 __all__ = ["TokenLassoClassifier", "TokenLassoRegressor", "TokenPath"]
 
@@ -251,10 +251,17 @@ class _TokenLasso(ConvexEstimator):
         return module.to(dtype=self._torch_dtype)
 
     # --- regularisation path ------------------------------------------------------------------------------
-    def _solve(self, loss: Loss, operator: LinearOperator, penalty: Penalty) -> SolveResult:
+    def _solve(
+        self,
+        loss: Loss,
+        operator: LinearOperator,
+        penalty: Penalty,
+        z0: torch.Tensor | None = None,
+        callback: SolveCallback | None = None,
+    ) -> SolveResult:
         request = self.__dict__.pop("_path_request", None)
         if request is None:
-            return super()._solve(loss, operator, penalty)
+            return super()._solve(loss, operator, penalty, z0, callback)
         betas, n_betas, eps, keep_coefs = request
         problem = CompositeProblem(loss, operator, penalty, float(self.beta))
         bmax = beta_max(problem)

@@ -8,7 +8,7 @@ from .factored_state import FactoredResult, FactoredState
 from .fista import FISTA, FISTAState, History, SolveResult
 from .newton import NewtonState, SemismoothNewton
 from .path import beta_max, solve_path
-from .progress import SolveProgress
+from .progress import SolveProgress, chain_callbacks
 from .select import SOLVERS, AutoSolver, check_solver, make_solver
 from .threads import solver_threads
 
@@ -26,6 +26,7 @@ __all__ = [
     "SolveProgress",
     "SolveResult",
     "beta_max",
+    "chain_callbacks",
     "check_solver",
     "make_solver",
     "solve_path",

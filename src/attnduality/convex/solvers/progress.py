@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..certificates import Certificate
 
-__all__ = ["SolveProgress"]
+__all__ = ["SolveProgress", "chain_callbacks"]
 
 
 class SolveProgress:
@@ -37,3 +38,18 @@ class SolveProgress:
             f"certified gap {cert.rel_gap:.1e} (tol {self.tol:.0e}), {now - self.start:.1f} s"
         )
         print(line, file=self.stream or sys.stderr, flush=True)
+
+
+def chain_callbacks(
+    *fns: Callable[[Any, Certificate], None] | None,
+) -> Callable[[Any, Certificate], None] | None:
+    """One solver callback calling each of ``fns`` that is not ``None``, in order (``None`` if there is none)."""
+    live = [f for f in fns if f is not None]
+    if len(live) <= 1:
+        return live[0] if live else None
+
+    def chained(state: Any, cert: Certificate) -> None:
+        for f in live:
+            f(state, cert)
+
+    return chained

@@ -37,7 +37,9 @@ Steps (resumable): ``<dataset>/features``, ``<dataset>/<head>/val-path`` (when t
 ``<dataset>/<head>/fit``, ``<dataset>/<head>/adam`` (checkpointed every ``checkpoint_every`` steps),
 ``<dataset>/reference-full-width`` and ``<dataset>/interpret`` (the certified solution of the self-attention head
 with the best validation accuracy, read: singular spectrum, block norms beside the mean Gram, agreement with the
-logistic baseline).
+logistic baseline). Inside the ``val-path`` and ``fit`` steps, which take hours for the gated heads at full size, the
+finished path points and the running solve's iterate are saved every minute (``checkpoints/solve/``,
+:class:`~attnduality.experiments.checkpoints.SolveCheckpoint`), and an interrupted step goes on from them.
 """
 
 from __future__ import annotations
@@ -80,12 +82,18 @@ def _run_head(ctx: RunContext, ds: str, head: str, data: dict[str, Any], blocks_
     gates = sample_head_gates(spec, s, d, blocks, cfg, ctx.seed_for(f"{ds}/{head}/gates"))
     vals = []
     if len(cfg.beta_fracs) > 1:
-        vals = ctx.step(f"{ds}/{head}/val-path", lambda: validate_head(ctx, spec, data, gates, blocks))
+        key = f"{ds}/{head}/val-path"
+        ckpt = ctx.solve_checkpoint(key)
+        vals = ctx.step(key, lambda: validate_head(ctx, spec, data, gates, blocks, ckpt))
+        ckpt.clear()
         best = max(vals, key=lambda r: (r["val_acc"], r["beta_frac"]))  # ties: the larger β
         frac, val_acc = float(best["beta_frac"]), float(best["val_acc"])
     else:
         frac, val_acc = float(cfg.beta_fracs[0]), None
-    fit = ctx.step(f"{ds}/{head}/fit", lambda: final_fit(ctx, spec, data, frac, gates, blocks), storage="torch")
+    key = f"{ds}/{head}/fit"
+    ckpt = ctx.solve_checkpoint(key)
+    fit = ctx.step(key, lambda: final_fit(ctx, spec, data, frac, gates, blocks, ckpt), storage="torch")
+    ckpt.clear()
     n_te = len(data["y_test"])
     row: dict[str, Any] = {
         "dataset": ds, "head": head, "B": blocks if spec.family == "fno" else None,

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoints import SolveCheckpoint
 from ..runner import RunContext
 from .config import HEADS, HeadSpec, TransferConfig
 
@@ -137,9 +138,12 @@ def _inputs(spec: HeadSpec, data: dict[str, Any], part: str) -> np.ndarray:
 
 
 def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac: float, gates: np.ndarray | None,
-         blocks: int, tol: float, cfg: TransferConfig, verbose: bool = False) -> tuple[Any, dict[str, Any]]:
+         blocks: int, tol: float, cfg: TransferConfig, verbose: bool = False,
+         checkpoint: SolveCheckpoint | None = None) -> tuple[Any, dict[str, Any]]:
     """Fit one head at β = frac · β_max on the training samples ``idx`` (None: all); the fitted estimator and a
-    summary (β, status, certificate, times)."""
+    summary (β, status, certificate, times). With ``checkpoint`` the solve saves its iterate as it goes and restarts
+    from the last one saved (in the phase of ``solver="auto"`` it had reached); ``solve_seconds`` then counts the
+    interrupted attempts too."""
     from sklearn.exceptions import ConvergenceWarning
 
     x_all, y_all = _inputs(spec, data, "train"), data["y_train"]
@@ -151,30 +155,36 @@ def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac:
     bmax = _beta_max(spec, x, y, gates, c, data["grid"], blocks, cfg.dtype)
     t_bmax = time.perf_counter() - t0
     est = _estimator(spec, frac * bmax, gates, data["grid"], blocks, tol, cfg).set_params(verbose=int(verbose))
+    saved = None if checkpoint is None else checkpoint.start(f"beta={frac * bmax!r}")
+    if saved is not None and saved["phase"] == "newton":
+        est.set_params(solver="newton")
     itemsize = 4 if cfg.dtype == "float32" else 8
     t0 = time.perf_counter()
     with feature_cache(cfg.cache_gb * 2**30, itemsize), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the status is recorded instead
-        est.fit(x, y)
+        est.fit(x, y, coef_init=None if saved is None else saved["z"].numpy(), callback=checkpoint)
     wall = time.perf_counter() - t0
+    before = 0.0 if checkpoint is None else checkpoint.before
     return est, {
         "beta_frac": frac, "beta_max": bmax, "beta": frac * bmax, "status": est.status_, "n_iter": int(est.n_iter_),
         "rel_gap": float(est.certificate_.rel_gap), "objective": float(est.objective_),
-        "lower_bound": float(est.certificate_.dual), "solve_seconds": float(est.solve_time_),
-        "fit_seconds": wall, "beta_max_seconds": t_bmax, "n_fit": len(y),
+        "lower_bound": float(est.certificate_.dual), "solve_seconds": before + float(est.solve_time_),
+        "fit_seconds": before + wall, "beta_max_seconds": t_bmax, "n_fit": len(y),
+        "resumed_at_gap": None if saved is None else float(saved["rel_gap"]),
     }
 
 
-def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: np.ndarray | None,
-              blocks: int) -> list[dict[str, Any]]:
+def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: np.ndarray | None, blocks: int,
+                  checkpoint: SolveCheckpoint | None = None) -> list[dict[str, Any]]:
     """Validation accuracy at every β in ``beta_fracs``·β_max: the convex program of the head on the fit split,
     solved along a warm-started regularisation path (largest β first, ``solver='auto'``: FISTA, then Newton where
     FISTA is slow; each point certified to ``val_tol``), scored on the validation split. Same operator, penalty, loss
-    and solver as the estimators."""
+    and solver as the estimators. With ``checkpoint`` the path saves its finished points and the running solve's
+    iterate, and an interrupted path goes on from them."""
     import torch
 
-    from ...convex import CrossEntropyLoss, solve_path
-    from ...convex.solvers import make_solver
+    from ...convex import CrossEntropyLoss
+    from ...convex.solvers import SolveProgress, chain_callbacks, make_solver
 
     cfg: TransferConfig = ctx.config
     tdt = torch_dtype(cfg.dtype)
@@ -189,32 +199,57 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
     bmax = _beta_max(spec, x[fit], y_fit, gates, c, data["grid"], blocks, cfg.dtype)
     t_bmax = time.perf_counter() - t0
     form = _formulation(spec, data["grid"], blocks)
+    fracs = list(cfg.beta_fracs)
+    saved = None if checkpoint is None else checkpoint.load()
+    done: dict[float, dict[str, Any]] = {} if saved is None else dict(saved["extra"].get("done", {}))
     with feature_cache(cfg.cache_gb * 2**30, 4 if cfg.dtype == "float32" else 8):
         problem = form.problem(CrossEntropyLoss(torch.as_tensor(y_fit)),
                                torch.as_tensor(np.ascontiguousarray(x[fit]), dtype=tdt), g, c)
-    fracs = list(cfg.beta_fracs)
-    solver = make_solver("auto", problem, cfg.val_tol, cfg.max_iter, None)
-    path = solve_path(problem, [f * bmax for f in fracs], solver, verbose=ctx.show_progress, label=f"{spec.key} val")
-    del problem
+        z = None
+        for f in sorted(fracs, reverse=True):  # the path: each point warm-starts the next smaller β
+            if f in done:
+                z = done[f]["z"]
+                continue
+            beta = f * bmax
+            resumed = None
+            if checkpoint is not None:
+                checkpoint.extra = {"done": done}
+                resumed = checkpoint.start(f"beta={beta!r}")
+            phase = None if resumed is None else resumed["phase"]
+            solver = make_solver("newton" if phase == "newton" else "auto", problem, cfg.val_tol, cfg.max_iter, None)
+            progress = SolveProgress(solver.tol, label=f"{spec.key} val β={beta:.3g}") if ctx.show_progress else None
+            res = solver.run(problem.with_beta(beta), z0=z if resumed is None else resumed["z"].to(tdt),
+                             callback=chain_callbacks(progress, checkpoint))
+            z = res.z.detach().cpu()
+            done[f] = {"z": z, "status": res.status, "n_iter": int(res.n_iter),
+                       "rel_gap": float(res.certificate.rel_gap), "objective": float(res.objective),
+                       "solve_seconds": float(res.time) if checkpoint is None else checkpoint.seconds()}
+            if checkpoint is not None:
+                checkpoint.extra = {"done": done}
+                checkpoint.save(z, "done", res.certificate.rel_gap)
+        del problem
     op_val = head_operator(spec, torch.as_tensor(np.ascontiguousarray(x[val]), dtype=tdt), g, c, data["grid"], blocks)
     y_val = torch.as_tensor(data["y_train"][val])
     out = []
     with torch.no_grad():
-        for f, res in zip(fracs, path, strict=True):
+        for f in fracs:
+            rec = done[f]
             out.append({
-                "beta_frac": f, "beta_max": bmax, "beta": f * bmax, "status": res.status, "n_iter": int(res.n_iter),
-                "rel_gap": float(res.certificate.rel_gap), "objective": float(res.objective),
-                "solve_seconds": float(res.time), "beta_max_seconds": t_bmax, "n_fit": len(fit),
-                "val_acc": float((op_val.forward(res.z).argmax(1) == y_val).double().mean()),
+                "beta_frac": f, "beta_max": bmax, "beta": f * bmax,
+                **{k: rec[k] for k in ("status", "n_iter", "rel_gap", "objective", "solve_seconds")},
+                "beta_max_seconds": t_bmax, "n_fit": len(fit),
+                "val_acc": float((op_val.forward(rec["z"].to(tdt)).argmax(1) == y_val).double().mean()),
             })
     return out
 
 
 def final_fit(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], frac: float, gates: np.ndarray | None,
-           blocks: int) -> dict[str, Any]:
-    """The refit on the whole training set with the selected β: test predictions, twin size, gates for Adam."""
+              blocks: int, checkpoint: SolveCheckpoint | None = None) -> dict[str, Any]:
+    """The refit on the whole training set with the selected β: test predictions, twin size, gates for Adam.
+    ``checkpoint``: as in :func:`fit_head`."""
     cfg: TransferConfig = ctx.config
-    est, rec = fit_head(spec, data, None, frac, gates, blocks, cfg.tol, cfg, verbose=ctx.show_progress)
+    est, rec = fit_head(spec, data, None, frac, gates, blocks, cfg.tol, cfg, verbose=ctx.show_progress,
+                        checkpoint=checkpoint)
     t0 = time.perf_counter()
     pred = est.predict(_inputs(spec, data, "test"))
     rec["predict_seconds"] = time.perf_counter() - t0
