@@ -208,7 +208,7 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
         z = None
         for f in sorted(fracs, reverse=True):  # the path: each point warm-starts the next smaller β
             if f in done:
-                z = done[f]["z"]
+                z = done[f]["z"].to(problem.operator.device, tdt)
                 continue
             beta = f * bmax
             resumed = None
@@ -218,10 +218,10 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
             phase = None if resumed is None else resumed["phase"]
             solver = make_solver("newton" if phase == "newton" else "auto", problem, cfg.val_tol, cfg.max_iter, None)
             progress = SolveProgress(solver.tol, label=f"{spec.key} val β={beta:.3g}") if ctx.show_progress else None
-            res = solver.run(problem.with_beta(beta), z0=z if resumed is None else resumed["z"].to(tdt),
-                             callback=chain_callbacks(progress, checkpoint))
-            z = res.z.detach().cpu()
-            done[f] = {"z": z, "status": res.status, "n_iter": int(res.n_iter),
+            z0 = z if resumed is None else resumed["z"].to(problem.operator.device, tdt)
+            res = solver.run(problem.with_beta(beta), z0=z0, callback=chain_callbacks(progress, checkpoint))
+            z = res.z.detach()
+            done[f] = {"z": z.cpu(), "status": res.status, "n_iter": int(res.n_iter),
                        "rel_gap": float(res.certificate.rel_gap), "objective": float(res.objective),
                        "solve_seconds": float(res.time) if checkpoint is None else checkpoint.seconds()}
             if checkpoint is not None:
@@ -238,7 +238,7 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
                 "beta_frac": f, "beta_max": bmax, "beta": f * bmax,
                 **{k: rec[k] for k in ("status", "n_iter", "rel_gap", "objective", "solve_seconds")},
                 "beta_max_seconds": t_bmax, "n_fit": len(fit),
-                "val_acc": float((op_val.forward(rec["z"].to(tdt)).argmax(1) == y_val).double().mean()),
+                "val_acc": float((op_val.forward(rec["z"].to(op_val.device, tdt)).argmax(1) == y_val).double().mean()),
             })
     return out
 
