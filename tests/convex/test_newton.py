@@ -307,3 +307,31 @@ def test_nystrom_preconditioned_newton_several_outputs(monkeypatch):
     assert pre.objective == pytest.approx(plain.objective, rel=1e-9)
     assert pre_counts["pre"] >= 1 and plain_counts["pre"] == 0
     assert pre_counts["cg"] < 0.7 * plain_counts["cg"]
+
+
+def test_softmax_near_a_fit_does_not_stall_newton():
+    """Channel-normalised pooled Fashion-MNIST pixels (1,000 images, 49 channels), nuclear-norm multinomial logistic
+    at 1e-2·β_max: far from separable classes leave the softmax Hessian nearly flat, ``½‖S⁻¹∇f‖²`` dominates the
+    inner objective, and an inner tolerance relative to it let SSNAL stop at once while σ shrank step after step.
+    Newton must certify by its own steps (before the fix: 148 iterations, 134 of them FISTA's after a stall)."""
+    import os
+
+    from attnduality.convex import NuclearNormClassifier
+    from attnduality.data import MissingDataError, load_fashion_mnist
+
+    try:
+        ds = load_fashion_mnist()
+    except MissingDataError as e:
+        if os.environ.get("ATTNDUALITY_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip(f"{e} (ATTNDUALITY_REQUIRE_DATA=1 makes this a failure)")
+    n = 1000
+    x = ds.X_train[:n].reshape(n, 7, 4, 7, 4).mean((2, 4)).reshape(n, 49) / 255.0
+    x = x / np.sqrt((x**2).mean(0))
+    y = ds.y_train[:n]
+    beta = 1e-2 * NuclearNormClassifier(beta=1.0).beta_max(x, y)
+    newton = NuclearNormClassifier(beta=beta, tol=1e-4, solver="newton").fit(x, y)
+    assert newton.status_ == "converged" and newton.n_iter_ <= 20
+    fista = NuclearNormClassifier(beta=beta, tol=1e-7, solver="fista", max_iter=20_000).fit(x, y)
+    assert newton.objective_ == pytest.approx(fista.objective_, rel=1e-4)
+    assert newton.certificate_.dual <= fista.objective_ * (1 + 1e-12)

@@ -543,6 +543,7 @@ class SemismoothNewton:
         monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time, self.stall_window)
         deadline = math.inf if self.max_time is None else monitor.start + self.max_time
         state = self.init(problem, z0)
+        tighten, prev_gap, n_newton = 1.0, math.inf, -1
         while True:
             cert = problem.certificate(state.z, state.u, state.dual_point)
             state.n_products += 1
@@ -552,8 +553,15 @@ class SemismoothNewton:
                 return monitor.result(state.n_iter)
             if state.stalled:
                 return self._finish_with_fista(problem, monitor, state, callback)
+            if cert.rel_gap >= prev_gap or state.n_newton == n_newton:
+                # The last step did not lower the gap, or SSNAL found its model solved at Z_k: its tolerance,
+                # relative to ½‖BZ − b‖², is too loose (½‖S⁻¹∇f‖² is large where the softmax Hessian is nearly
+                # flat, e.g. near a fit). Without this, σ shrinks at every such step and Z stops moving until FISTA
+                # takes over.
+                tighten *= 0.1
             floor = 10.0 * torch.finfo(state.z.dtype).eps
-            inner_tol = max(0.5 * self.tol, floor, 0.1 * min(1.0, cert.rel_gap) ** 1.5)
+            inner_tol = max(floor, tighten * max(0.5 * self.tol, 0.1 * min(1.0, cert.rel_gap) ** 1.5))
             if isinstance(problem.loss, SquaredLoss):
-                inner_tol = max(0.5 * self.tol, floor)
+                inner_tol = max(floor, tighten * 0.5 * self.tol)
+            prev_gap, n_newton = cert.rel_gap, state.n_newton
             state = self.step(problem, state, inner_tol, deadline)
