@@ -11,11 +11,14 @@ Parts (``--parts``, default all):
   through ``ConvexMLPClassifier(solver=...)``, tol 1e-6.
 * ``heads``: every token head at the sizes of §5 (N = 400, s = 16, d = 8, c = 4, planted labels,
   β = 0.1·β_max and 0.01·β_max, cross-entropy, tol 1e-8): Newton vs FISTA, iterations and time.
+* ``fashion``: the nuclear-norm multinomial logistic head on Fashion-MNIST pixels average-pooled 4×4 (49 channels,
+  or their first 16), each channel divided by its RMS, the first 2,000 training images, β ∈ {1e-2, 3e-3,
+  1e-3}·β_max, tol 1e-4 and 1e-6: Newton's outer steps (more than 40 means it stalled and handed over to FISTA).
 * ``pyscnn``: pyscnn's R-FISTA on ``bench_pyscnn.py``'s problem (N ∈ {2000, 10000}, d = 50, 500 gates, float64,
   β = 1e-2·β_max) against the time ours needs to reach pyscnn's objective (ours checks it once per Newton step, so
   this is the time of the step that gets there).
 
-    python benchmarks/bench_newton.py [--parts family quickstart heads pyscnn] [--threads 1] [--quick]
+    python benchmarks/bench_newton.py [--parts family quickstart heads pyscnn fashion] [--threads 1] [--quick]
 """
 
 from __future__ import annotations
@@ -304,9 +307,40 @@ def part_pyscnn(args: Any) -> list[dict]:
     return rows
 
 
+def part_fashion(args: Any) -> list[dict]:
+    from attnduality.convex import NuclearNormClassifier
+    from attnduality.data import load_fashion_mnist
+
+    ds = load_fashion_mnist()
+    n = 500 if args.quick else 2000
+    x = ds.X_train[:n].reshape(n, 7, 4, 7, 4).mean((2, 4)).reshape(n, 49) / 255.0
+    x = x / np.sqrt((x**2).mean(0))
+    y = ds.y_train[:n]
+    rows = []
+    for width in (49, 16):
+        xw = x[:, :width]
+        bmax = NuclearNormClassifier(beta=1.0).beta_max(xw, y)
+        for frac in (1e-2, 3e-3, 1e-3):
+            for tol in (1e-4, 1e-6):
+                est = NuclearNormClassifier(beta=frac * bmax, tol=tol, solver="newton")
+                t0 = time.perf_counter()
+                est.fit(xw, y)
+                row = {"channels": width, "frac": frac, "tol": tol, "time": time.perf_counter() - t0}
+                row.update(n_iter=int(est.n_iter_), status=est.status_, objective=est.objective_)
+                rows.append(row)
+                print(f"{width} channels, {frac:g}·β_max, tol {tol:g}: {row['n_iter']} it, {row['time']:.2f}s")
+    print_table(
+        ["channels", "β/β_max", "tol", "Newton iterations", "s", "objective"],
+        [[r["channels"], f"{r['frac']:g}", f"{r['tol']:g}", r["n_iter"], f"{r['time']:.2f}", f"{r['objective']:.9g}"]
+         for r in rows],
+        title=f"nuclear-norm logistic on pooled, RMS-normalised Fashion-MNIST pixels, N={n}",
+    )  # fmt: skip
+    return rows
+
+
 def main() -> None:
     p = base_parser(__doc__ or "")
-    p.add_argument("--parts", nargs="+", default=["family", "quickstart", "heads", "pyscnn"])
+    p.add_argument("--parts", nargs="+", default=["family", "quickstart", "heads", "pyscnn", "fashion"])
     p.add_argument("--beta-fracs", type=float, nargs="+", default=[3e-4, 1e-3, 1e-2, 1e-1])
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--skip-peers", action="store_true", help="family part: ours only")
@@ -315,7 +349,8 @@ def main() -> None:
     args = p.parse_args()
     set_threads(args.threads)
     out: dict[str, Any] = {"machine": machine_info(), "args": vars(args)}
-    parts = {"family": part_family, "quickstart": part_quickstart, "heads": part_heads, "pyscnn": part_pyscnn}
+    parts = {"family": part_family, "quickstart": part_quickstart, "heads": part_heads, "pyscnn": part_pyscnn,
+             "fashion": part_fashion}  # fmt: skip
     for name in args.parts:
         out[name] = parts[name](args)
     write_json(out_name(NAME, args.quick), out)
