@@ -20,7 +20,9 @@ minimised by semismooth Newton: ``(I + σ B J Bᵀ) d = −∇ψ`` with ``J ∈ 
 (:meth:`~attnduality.convex.penalties.Penalty.prox_jacobian`), solved by conjugate gradients on operator
 products, so nothing lifted is ever formed. ``J`` vanishes on inactive groups and on singular directions below the
 threshold, which is why the systems are cheap where the solution is sparse or of low rank. Then ``Z ← P`` and
-``σ`` grows.
+``σ`` grows. SSNAL stops at a relative gap of ``0.1·gap^1.5`` (at least ``tol/2``) of the outer problem's, ten
+times tighter after each outer step that did not lower the gap or in which SSNAL took no Newton step: its gap is
+relative to ``½‖BZ − b‖²``, whose constant ``½‖S⁻¹∇f‖²`` dominates where the softmax Hessian is nearly flat.
 
 Every outer step is certified with the problem's own duality gap (:mod:`attnduality.convex.certificates`), so
 ``status``, ``max_time``, the best-iterate rule and :class:`~attnduality.convex.solvers.fista.SolveResult` mean
