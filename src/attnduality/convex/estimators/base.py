@@ -292,13 +292,8 @@ class ClassifierTask(ClassifierMixin):
     """Cross-entropy (default), binary logistic, or squared loss on one-hot targets."""
 
     def fit(self, X: Any, y: Any, *, coef_init: Any = None, callback: SolveCallback | None = None) -> ClassifierTask:
-        """Solve the convex program on ``(X, y)``; returns ``self``.
-
-        ``coef_init``: a starting point for the solver, in the shape of the program's variable (``coef_``; for
-        the cone-constrained ReLU MLP, ``cone_coef_``), e.g. the solution at a nearby ``beta`` or a saved iterate
-        of an interrupted fit. It changes how long the solve takes, not what it certifies.
-        ``callback``: called as ``callback(state, certificate)`` at every certificate check of the solver
-        (``state.z`` is the current iterate; see :mod:`attnduality.convex.solvers`)."""
+        """Solve the convex program on ``(X, y)``; returns ``self``. ``coef_init`` and ``callback``: as in
+        :meth:`RegressorTask.fit`."""
         self._check_params()
         self._fit_targets(*self._prepare_fit(X, y), coef_init=coef_init, callback=callback)
         return self
