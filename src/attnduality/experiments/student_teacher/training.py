@@ -119,7 +119,7 @@ def convex_fit(ctx: RunContext, data: dict[str, Any], beta: float, beta_frac: fl
 
     from ...convex import TokenLassoRegressor
     from ...convex.problem import CompositeProblem
-    from ...convex.solvers import FISTA
+    from ...convex.solvers import FISTA, chain_callbacks
 
     cfg: StudentTeacherConfig = ctx.config
     x, y = data["x"], data["y_cls"]
@@ -132,7 +132,7 @@ def convex_fit(ctx: RunContext, data: dict[str, Any], beta: float, beta_frac: fl
     t0 = time.perf_counter()
 
     class _Traced(TokenLassoRegressor):
-        def _solve(self, loss: Any, operator: Any, penalty: Any, z0: Any = None, _callback: Any = None) -> Any:
+        def _solve(self, loss: Any, operator: Any, penalty: Any, z0: Any = None, extra: Any = None) -> Any:
             def callback(state: Any, cert: Any) -> None:
                 z = state.z.reshape(-1, y.shape[1]).to(xv.dtype)
                 trace["iteration"].append(int(state.n_iter))
@@ -143,7 +143,8 @@ def convex_fit(ctx: RunContext, data: dict[str, Any], beta: float, beta_frac: fl
                 trace["test_rel"].append(rel_error(xt @ z, y[te], mean))
 
             solver = FISTA(tol=self.tol, max_iter=self.max_iter, check_every=cfg.fista_check_every)
-            return solver.run(CompositeProblem(loss, operator, penalty, float(self.beta)), z0, callback=callback)
+            problem = CompositeProblem(loss, operator, penalty, float(self.beta))
+            return solver.run(problem, z0, callback=chain_callbacks(callback, extra))
 
     est = _Traced(
         kind="attention",
