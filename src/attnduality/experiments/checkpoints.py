@@ -195,9 +195,11 @@ class SolveCheckpoint:
         self.before = 0.0
         self.extra: dict[str, Any] = {}
         self._t0 = self._last = 0.0
+        self._phase_before: str | None = None
+        self._iters_before = 0
 
     def load(self) -> dict[str, Any] | None:
-        """The last saved record ``{"tag", "z", "phase", "rel_gap", "seconds", "extra"}``, or ``None``."""
+        """The last saved record ``{"tag", "z", "phase", "n_iter", "rel_gap", "seconds", "extra"}``, or ``None``."""
         return storage.torch_load(self.path) if self.path.exists() else None
 
     def start(self, tag: str, seconds_before: float = 0.0) -> dict[str, Any] | None:
@@ -208,6 +210,8 @@ class SolveCheckpoint:
             rec = None
         self.tag = tag
         self.before = float(seconds_before) + (float(rec["seconds"]) if rec is not None else 0.0)
+        self._phase_before = None if rec is None else rec["phase"]
+        self._iters_before = 0 if rec is None else int(rec.get("n_iter", 0))
         self._t0 = self._last = time.perf_counter()
         return rec
 
@@ -215,13 +219,18 @@ class SolveCheckpoint:
         """Seconds spent on the solve ``tag`` so far, earlier attempts included."""
         return self.before + time.perf_counter() - self._t0
 
-    def save(self, z: Any, phase: str, rel_gap: float) -> None:
+    def save(self, z: Any, phase: str, rel_gap: float, n_iter: int = 0) -> None:
+        """Save ``z`` reached after ``n_iter`` iterations of ``phase`` in this attempt (earlier attempts' iterations
+        in the same phase are added: ``n_iter`` of the record counts the phase's iterations so far)."""
+        if phase == self._phase_before:
+            n_iter += self._iters_before
         storage.atomic_torch_save(
             self.path,
             {
                 "tag": self.tag,
                 "z": z.detach().cpu().clone(),
                 "phase": phase,
+                "n_iter": int(n_iter),
                 "rel_gap": float(rel_gap),
                 "seconds": self.seconds(),
                 "extra": dict(self.extra),
@@ -231,7 +240,7 @@ class SolveCheckpoint:
 
     def __call__(self, state: Any, cert: Any) -> None:
         if time.perf_counter() - self._last >= self.every:
-            self.save(state.z, "newton" if hasattr(state, "n_newton") else "fista", cert.rel_gap)
+            self.save(state.z, "newton" if hasattr(state, "n_newton") else "fista", cert.rel_gap, int(state.n_iter))
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -184,7 +184,7 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
     import torch
 
     from ...convex import CrossEntropyLoss
-    from ...convex.solvers import SolveProgress, chain_callbacks, make_solver
+    from ...convex.solvers import AutoSolver, SolveProgress, chain_callbacks, make_solver
 
     cfg: TransferConfig = ctx.config
     tdt = torch_dtype(cfg.dtype)
@@ -217,6 +217,8 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
                 resumed = checkpoint.start(f"beta={beta!r}")
             phase = None if resumed is None else resumed["phase"]
             solver = make_solver("newton" if phase == "newton" else "auto", problem, cfg.val_tol, cfg.max_iter, None)
+            if isinstance(solver, AutoSolver) and phase == "fista":  # FISTA's iterations before the interruption count
+                solver.switch_iter = max(1, solver.switch_iter - int(resumed.get("n_iter", 0)))
             progress = SolveProgress(solver.tol, label=f"{spec.key} val β={beta:.3g}") if ctx.show_progress else None
             z0 = z if resumed is None else resumed["z"].to(problem.operator.device, tdt)
             res = solver.run(problem.with_beta(beta), z0=z0, callback=chain_callbacks(progress, checkpoint))
