@@ -209,8 +209,8 @@ def test_solves_interrupted_mid_way_resume_from_their_iterates(tmp_path: Path, m
     def every_check(self: RunContext, key: str, every: float = 60.0) -> SolveCheckpoint:
         return real_solve_checkpoint(self, key, every=0.0)
 
-    def save_then_die(self: SolveCheckpoint, z: torch.Tensor, phase: str, rel_gap: float) -> None:
-        real_save(self, z, phase, rel_gap)
+    def save_then_die(self: SolveCheckpoint, z: torch.Tensor, phase: str, rel_gap: float, n_iter: int = 0) -> None:
+        real_save(self, z, phase, rel_gap, n_iter)
         saves.append((self.path.name, phase))
         path_saves = [ph for name, ph in saves if name == "val-path.pt"]
         events = {
