@@ -202,14 +202,13 @@ class SolveCheckpoint:
         """The last saved record ``{"tag", "z", "phase", "n_iter", "rel_gap", "seconds", "extra"}``, or ``None``."""
         return storage.torch_load(self.path) if self.path.exists() else None
 
-    def start(self, tag: str, seconds_before: float = 0.0) -> dict[str, Any] | None:
-        """Begin an attempt at the solve ``tag``: the saved record of an earlier attempt at it, or ``None``.
-        ``seconds_before``: time already spent on this solve that no record holds yet (added to ``seconds``)."""
+    def start(self, tag: str) -> dict[str, Any] | None:
+        """Begin an attempt at the solve ``tag``: the saved record of an earlier attempt at it, or ``None``."""
         rec = self.load()
         if rec is not None and rec.get("tag") != tag:
             rec = None
         self.tag = tag
-        self.before = float(seconds_before) + (float(rec["seconds"]) if rec is not None else 0.0)
+        self.before = float(rec["seconds"]) if rec is not None else 0.0
         self._phase_before = None if rec is None else rec["phase"]
         self._iters_before = 0 if rec is None else int(rec.get("n_iter", 0))
         self._t0 = self._last = time.perf_counter()

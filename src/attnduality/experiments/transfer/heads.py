@@ -226,8 +226,7 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
             done[f] = {"z": z.cpu(), "status": res.status, "n_iter": int(res.n_iter),
                        "rel_gap": float(res.certificate.rel_gap), "objective": float(res.objective),
                        "solve_seconds": float(res.time) if checkpoint is None else checkpoint.seconds()}
-            if checkpoint is not None:
-                checkpoint.extra = {"done": done}
+            if checkpoint is not None:  # extra holds ``done`` itself: the finished point is saved with it
                 checkpoint.save(z, "done", res.certificate.rel_gap)
         del problem
     op_val = head_operator(spec, torch.as_tensor(np.ascontiguousarray(x[val]), dtype=tdt), g, c, data["grid"], blocks)
