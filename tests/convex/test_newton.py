@@ -259,6 +259,115 @@ def test_dual_gram_is_a_j_a_adjoint():
         op.dual_gram(a[:-1], u)
 
 
+# --- the tangent form of the nuclear-norm Jacobian ---------------------------------------------------------------
+def _low_rank_blocks(shape: tuple[int, int, int], gen: torch.Generator) -> torch.Tensor:
+    """Blocks with a spread of active ranks at threshold 1: 0 (zero and small blocks) up to min(m, n)."""
+    p, m, n = shape
+    w = 0.2 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    for g in range(p):
+        rank = g % (min(m, n) + 1)
+        w[g] += (
+            3.0
+            * torch.randn(m, rank, generator=gen, dtype=torch.float64)
+            @ torch.randn(rank, n, generator=gen, dtype=torch.float64)
+        )
+    w[1] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("shape", [(7, 6, 3), (7, 3, 6), (5, 4, 4)], ids=["tall", "wide", "square"])
+def test_tangent_jacobian_is_the_prox_jacobian(shape):
+    gen = torch.Generator().manual_seed(2)
+    w = _low_rank_blocks(shape, gen)
+    pen, t = BlockNuclearNorm(), 1.0
+    tj = pen.tangent_jacobian(w, t)
+    jac = pen.prox_jacobian(w, t)
+    s = torch.linalg.svdvals(w)
+    assert tj.index.tolist() == [g for g in range(shape[0]) if float(s[g, 0]) > t]  # the zero block is not there
+    assert tj.columns.sum(-1).tolist() == (s[tj.index] > t).sum(-1).tolist()
+    eye = torch.eye(tj.left.shape[-1], dtype=torch.float64)
+    on = tj.columns[:, None, :] & tj.columns[:, :, None]
+    torch.testing.assert_close(tj.left.mT @ tj.left, eye * on, rtol=0, atol=1e-12)  # orthonormal, zero padding
+    torch.testing.assert_close(tj.right.mT @ tj.right, eye * on, rtol=0, atol=1e-12)
+    for _ in range(3):
+        h = torch.randn(shape, generator=gen, dtype=torch.float64)
+        full = jac(h)
+        sub = h[tj.index]
+        projected = tj.to_tangent(sub.mT @ tj.left, sub @ tj.right)
+        ours = tj.apply(projected)  # J only sees the tangent projection of H ...
+        torch.testing.assert_close(ours, full[tj.index], rtol=1e-10, atol=1e-12)
+        assert float(full[[g for g in range(shape[0]) if g not in tj.index.tolist()]].abs().max()) == 0.0
+        torch.testing.assert_close(tj.to_tangent(*tj.from_tangent(ours)), ours, rtol=1e-10, atol=1e-12)  # ... in T
+
+
+def test_tangent_jacobian_refuses_other_forms():
+    w = torch.randn(3, 4, 1, dtype=torch.float64)
+    assert BlockNuclearNorm().tangent_jacobian(w, 0.1) is None  # vector blocks: the group-ℓ2 Jacobian
+    assert NuclearNorm().tangent_jacobian(w[0], 0.1) is None  # one matrix, no leading blocks
+    assert GroupL2(axes=(1, 2)).tangent_jacobian(w, 0.1) is None
+    w = torch.randn(3, 4, 2, dtype=torch.float64)
+    w[0, 0, 0] = float("nan")
+    assert BlockNuclearNorm().tangent_jacobian(w, 0.1) is None  # a non-finite block: the full Jacobian decides
+
+
+def test_gated_mlp_tangent_map_is_a_j_a_adjoint():
+    rng = np.random.default_rng(4)
+    gen = torch.Generator().manual_seed(4)
+    n, d, p, c = 40, 6, 9, 3
+    x = torch.tensor(rng.standard_normal((n, d)))
+    op = GatedMLPOperator(x, (x @ torch.tensor(rng.standard_normal((d, p))) >= 0).double(), c)
+    pen = BlockNuclearNorm()
+    w = _low_rank_blocks((p, d, c), gen)
+    w[4:] *= 0.01  # few active blocks: the tangent form pays
+    tj = pen.tangent_jacobian(w, 1.0)
+    tm = op.tangent_map(tj)
+    assert tm is not None and 0 < len(tj.index) < p
+    jac = pen.prox_jacobian(w, 1.0)
+    y = torch.randn(n, c, generator=gen, dtype=torch.float64)
+    hl, hr = tm.project(y)
+    full = op.adjoint(y)[tj.index]
+    torch.testing.assert_close(hl, full.mT @ tj.left, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hr, full @ tj.right, rtol=1e-12, atol=1e-12)
+    ours = tm.lift(*tj.from_tangent(tj.apply(tj.to_tangent(hl, hr))))
+    torch.testing.assert_close(ours, op.forward(jac(op.adjoint(y))), rtol=1e-10, atol=1e-12)
+    cl = torch.randn(hl.shape, generator=gen, dtype=torch.float64) * tj.columns[:, None, :]
+    cr = torch.randn(hr.shape, generator=gen, dtype=torch.float64) * tj.columns[:, None, :]
+    assert float((tm.lift(cl, cr) * y).sum()) == pytest.approx(float((cl * hl).sum() + (cr * hr).sum()), rel=1e-12)
+    dense = _low_rank_blocks((p, d, c), gen)  # every block active at full rank: no saving, no tangent map
+    assert op.tangent_map(pen.tangent_jacobian(dense + 5.0 * torch.eye(d, c, dtype=torch.float64), 1.0)) is None
+
+
+def test_newton_with_tangent_products_same_steps(monkeypatch):
+    """The tangent products change the arithmetic, not the method: same steps, same optimum, and they replace most
+    full products on a multi-output problem with low-rank blocks."""
+    from sklearn.datasets import load_digits
+
+    import attnduality.convex.operators.mlp as mlp_mod
+
+    digits = load_digits()  # real images: few active blocks of rank 1–3 (random labels would need full rank)
+    x = torch.tensor(digits.data[:300] / 16.0)
+    masks = (x @ torch.tensor(np.random.default_rng(0).standard_normal((64, 16))) >= 0).double()
+    lo = CrossEntropyLoss(torch.tensor(digits.target[:300]))
+    prob = CompositeProblem(lo, GatedMLPOperator(x, masks, 10), BlockNuclearNorm(), 1.0)
+    prob = prob.with_beta(3e-2 * beta_max(prob))
+
+    def solve() -> tuple:
+        seen = {}
+        res = SemismoothNewton(tol=1e-8).run(
+            prob, callback=lambda s, _c: seen.update(prod=s.n_products, tan=s.n_tangent)
+        )
+        return res, seen
+
+    tangent, tangent_counts = solve()
+    monkeypatch.setattr(mlp_mod, "_TANGENT_GAIN", 0.0)  # never pays: full products only
+    full, full_counts = solve()
+    assert tangent.status == full.status == "converged"
+    assert tangent.n_iter == full.n_iter
+    assert tangent.objective == pytest.approx(full.objective, rel=1e-8)
+    assert full_counts["tan"] == 0 and tangent_counts["tan"] > 0
+    assert tangent_counts["prod"] < 0.3 * full_counts["prod"]
+
+
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
 def test_preconditioned_newton_same_optimum_fewer_cg(loss, monkeypatch):
     import attnduality.convex.solvers.newton as newton_mod

@@ -21,11 +21,57 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from scipy.optimize import nnls
 
-__all__ = ["Penalty", "GroupL2", "NuclearNorm", "BlockNuclearNorm", "L1Norm", "ConeGroupL2", "get_penalty"]
+__all__ = [
+    "Penalty",
+    "TangentJacobian",
+    "GroupL2",
+    "NuclearNorm",
+    "BlockNuclearNorm",
+    "L1Norm",
+    "ConeGroupL2",
+    "get_penalty",
+]
+
+
+@dataclass(frozen=True)
+class TangentJacobian:
+    """A prox Jacobian ``J`` that is zero outside a few leading blocks and, on each of them, lives in the tangent space
+    ``T_g = {L_g Cᵀ + D R_gᵀ}`` of the block's active singular subspaces: ``J = P_T J P_T``.
+
+    ``left`` (k, m, r) and ``right`` (k, n, r) hold orthonormal columns (zero columns pad blocks of lower rank), and
+    ``apply`` is ``J`` on the (k, m, n) blocks ``index``. ``J H`` then depends on ``H`` only through ``Hᵀ L`` and
+    ``H R``, and its result is ``L Cᵀ + D Rᵀ``: an operator that can map such factors cheaply
+    (:meth:`~attnduality.convex.operators.base.LinearOperator.tangent_map`) never forms ``A*`` or ``A`` of a full
+    ``Z`` inside the Newton solver's conjugate gradients.
+    """
+
+    index: torch.Tensor
+    """(k,) the leading blocks where ``J`` is not zero"""
+    left: torch.Tensor
+    """(k, m, r) orthonormal bases of the blocks' active left singular vectors"""
+    right: torch.Tensor
+    """(k, n, r) the same for the right singular vectors"""
+    columns: torch.Tensor
+    """(k, r) which columns of ``left`` and ``right`` are singular vectors (the others are zero padding)"""
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    """``H ↦ J H`` on the (k, m, n) blocks ``index``"""
+
+    def to_tangent(self, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``P_T H`` from ``C = Hᵀ L`` (k, n, r) and ``D = H R`` (k, m, r): ``L Cᵀ + D Rᵀ − L (Lᵀ D) Rᵀ``."""
+        left, right = self.left, self.right
+        return left @ c.mT + (d - left @ (left.mT @ d)) @ right.mT
+
+    def from_tangent(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Factors ``(C, D)`` with ``H = L Cᵀ + D Rᵀ`` for ``H ∈ T``: ``C = Hᵀ L``, ``D = (I − L Lᵀ) H R``."""
+        left = self.left
+        c = h.mT @ left
+        d = h @ self.right
+        return c, d - left @ (left.mT @ d)
 
 
 class Penalty(ABC):
@@ -58,6 +104,11 @@ class Penalty(ABC):
         same ``J`` as :meth:`prox_jacobian`; ``a`` has shape (P,), ``u`` that of ``W``. ``None`` where ``J`` is not
         of that form (matrix blocks, other groupings): the explicit dual matrix of the Newton solver's
         preconditioner (:meth:`~attnduality.convex.operators.base.LinearOperator.dual_gram`) needs it."""
+        return None
+
+    def tangent_jacobian(self, w: torch.Tensor, t: float) -> TangentJacobian | None:
+        """The same ``J`` as :meth:`prox_jacobian` in the factored form of :class:`TangentJacobian`, for a batch of
+        (P, m, n) matrix blocks; ``None`` where the penalty has no such form (the default)."""
         return None
 
 
@@ -215,13 +266,20 @@ def _svt_jacobian(w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.T
         inner = _svt_jacobian(w.mT, t)
         return lambda h: inner(h.mT).mT
     u, s, vh = _svd(w)  # m ≤ n: u (…, m, m), s (…, m), vh (…, m, n)
+    return _svt_jacobian_map(u, s, vh, t)
+
+
+def _svt_jacobian_map(
+    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`_svt_jacobian` from the thin SVD ``(U, σ, V₁ᵀ)`` of a batch of wide (m ≤ n) blocks."""
     v = vh.mT
     g = (s - t).clamp_min(0.0)
     act = s > t
     si, sj = s.unsqueeze(-1), s.unsqueeze(-2)
     gi, gj = g.unsqueeze(-1), g.unsqueeze(-2)
     ai, aj = act.unsqueeze(-1), act.unsqueeze(-2)
-    tiny = torch.finfo(w.dtype).tiny
+    tiny = torch.finfo(s.dtype).tiny
     mixed = (gi - gj) / torch.where(ai == aj, torch.ones_like(si - sj), si - sj)
     om1 = torch.where(ai & aj, torch.ones_like(mixed), torch.where(~ai & ~aj, torch.zeros_like(mixed), mixed))
     den = si + sj
@@ -237,6 +295,36 @@ def _svt_jacobian(w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.T
         return u @ (core @ vh + om3.unsqueeze(-1) * rest)
 
     return apply
+
+
+def _svt_tangent_jacobian(w: torch.Tensor, t: float) -> TangentJacobian | None:
+    """:func:`_svt_jacobian` of a (P, m, n) batch as a :class:`TangentJacobian`: ``J H`` has nonzero SVD-basis
+    entries ``(i, j)`` only where ``σ_i > t`` or ``σ_j > t`` (``Ω₁``, ``Ω₂`` and ``g/σ`` vanish where neither is), so
+    it lies in, and depends only on the projection onto, the tangent space of the active singular vectors."""
+    if w.ndim != 3 or _is_vector_block(w):
+        return None
+    if w.shape[-2] > w.shape[-1]:
+        inner = _svt_tangent_jacobian(w.mT, t)
+        if inner is None:
+            return None
+        apply = inner.apply
+        return TangentJacobian(inner.index, inner.right, inner.left, inner.columns, lambda h: apply(h.mT).mT)
+    u, s, vh = _svd(w)
+    if not bool(torch.isfinite(s).all()):
+        return None
+    act = s > t
+    index = act.any(dim=-1).nonzero().squeeze(-1)
+    rank = int(act.sum(dim=-1).max()) if s.numel() else 0
+    u, s, vh, act = u[index], s[index], vh[index], act[index]
+    columns = act[:, :rank]  # σ is sorted: the active columns come first
+    keep = columns[:, None, :].to(w.dtype)
+    return TangentJacobian(
+        index=index,
+        left=u[..., :rank] * keep,
+        right=vh[..., :rank, :].mT * keep,
+        columns=columns,
+        apply=_svt_jacobian_map(u, s, vh, t),
+    )
 
 
 def _nuclear(z: torch.Tensor) -> torch.Tensor:
@@ -267,6 +355,10 @@ class NuclearNorm(Penalty):
 
     def prox_jacobian(self, w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
         return _svt_jacobian(w, t)
+
+    def tangent_jacobian(self, w: torch.Tensor, t: float) -> TangentJacobian | None:
+        """On a (P, m, n) batch of matrix blocks (:func:`_svt_tangent_jacobian`)."""
+        return _svt_tangent_jacobian(w, t)
 
     def block_jacobian(self, w: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Blocks of one column (a (P, d, 1) batch) are vectors: block soft-thresholding's ``(a, u)``."""

@@ -7,10 +7,28 @@ heads differ only in the operator ``A`` and the penalty ``R``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 
-__all__ = ["LinearOperator"]
+if TYPE_CHECKING:
+    from ..penalties import TangentJacobian
+
+__all__ = ["LinearOperator", "TangentMap"]
+
+
+class TangentMap(ABC):
+    """``A`` and ``A*`` restricted to the tangent factors of a
+    :class:`~attnduality.convex.penalties.TangentJacobian` (blocks ``index``, bases ``L``, ``R``): ``lift`` and
+    ``project`` are adjoint to each other."""
+
+    @abstractmethod
+    def lift(self, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``A(Z)`` for ``Z[index] = L Cᵀ + D Rᵀ`` (zero on the other blocks), shape (N, c)."""
+
+    @abstractmethod
+    def project(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Hᵀ L, H R)`` of ``H = A*(y)[index]``."""
 
 
 class LinearOperator(ABC):
@@ -34,6 +52,11 @@ class LinearOperator(ABC):
         """The (N, N) matrix ``A J A*`` for a single-output operator and ``J = a_g I + u_g u_gᵀ`` on each leading
         block ``Z[g]`` (:meth:`~attnduality.convex.penalties.Penalty.block_jacobian`), or ``None`` where the operator
         cannot form it cheaply (the default). The semismooth Newton solver preconditions its dual systems with it."""
+        return None
+
+    def tangent_map(self, jac: TangentJacobian) -> TangentMap | None:
+        """``A`` on the tangent factors of ``jac``, where that costs at most half of ``A`` on a full ``Z``; ``None``
+        otherwise (the default). The semismooth Newton solver then applies ``A J A*`` without a full ``Z``."""
         return None
 
     def zeros(self) -> torch.Tensor:

@@ -101,6 +101,8 @@ class NewtonState:
     """Conjugate-gradient iterations, summed."""
     n_products: int = 0
     """Operator applications (forward or adjoint), summed: the cost unit shared with FISTA."""
+    n_tangent: int = 0
+    """Products ``A J A*`` applied through the operator's tangent map (not counted in ``n_products``)."""
     n_precond: int = 0
     """Preconditioner builds: Cholesky factors of the explicit dual matrix, or Nyström sketches."""
     sigma: float | None = None
@@ -135,6 +137,25 @@ class _Counted:
     def adj(self, y: torch.Tensor) -> torch.Tensor:
         self.state.n_products += 1
         return self.op.adjoint(self._scale(y))
+
+    def jacobian_product(self, pen: Penalty, v: torch.Tensor, thr: float) -> Map:
+        """``w ↦ B J Bᵀ w = S A J A* S w`` for ``J ∈ ∂prox_{thr·R}(v)``. Through the operator's tangent map where
+        the penalty and the operator have one (:class:`~attnduality.convex.penalties.TangentJacobian`): the active
+        blocks are few and of low rank near a solution, and ``A*``, ``J``, ``A`` then act on their factors only.
+        Elsewhere ``A*``, ``J`` and ``A`` on full ``Z``."""
+        tangent = pen.tangent_jacobian(v, thr)
+        restricted = None if tangent is None else self.op.tangent_map(tangent)
+        if tangent is None or restricted is None:
+            jac = pen.prox_jacobian(v, thr)
+            return lambda w: self.fwd(jac(self.adj(w)))
+
+        def product(w: torch.Tensor) -> torch.Tensor:
+            self.state.n_tangent += 1
+            hl, hr = restricted.project(self._scale(w))
+            jl, jr = tangent.from_tangent(tangent.apply(tangent.to_tangent(hl, hr)))
+            return self._scale(restricted.lift(jl, jr))
+
+        return product
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -444,8 +465,8 @@ class SemismoothNewton:
                     break
                 if time.perf_counter() > deadline:
                     break
-                jac = pen.prox_jacobian(v, thr)
-                system = lambda w, j=jac, sg=sigma: w + sg * ops.fwd(j(ops.adj(w)))  # noqa: E731
+                product = ops.jacobian_product(pen, v, thr)
+                system = lambda w, h=product, sg=sigma: w + sg * h(w)  # noqa: E731
                 d, it = _cg(system, -grad, 0.1, self.max_cg, pre.get(v, thr, sigma, system))
                 pre.observe(it)
                 state.n_cg += it
