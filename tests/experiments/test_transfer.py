@@ -192,6 +192,17 @@ def test_helpers() -> None:
     assert claim_verdict(rows[:2], correct)["decided"] is False
 
 
+def test_refit_resumed_in_fista_counts_its_earlier_iterations() -> None:
+    """A refit resumed in auto's FISTA phase runs only the FISTA iterations still due before Newton, as one
+    uninterrupted ``solver="auto"`` would (``AutoSolver.switch_iter`` = 300)."""
+    from attnduality.experiments.transfer.heads import _resumed_phases
+
+    assert _resumed_phases(None, 0, 5000) == [("auto", 5000)]
+    assert _resumed_phases("newton", 0, 5000) == [("newton", 5000)]
+    assert _resumed_phases("fista", 300 - 120, 5000) == [("fista", 180), ("newton", 4820)]
+    assert _resumed_phases("fista", 0, 5000) == [("newton", 5000)]  # saved at the switch
+
+
 def test_solves_interrupted_mid_way_resume_from_their_iterates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run killed inside the validation path (mid-solve and between points) and inside the certified refit goes on
     from the saved iterates (``checkpoints/solve/``) and ends with the same certified fits as an uninterrupted run."""

@@ -137,6 +137,17 @@ def _inputs(spec: HeadSpec, data: dict[str, Any], part: str) -> np.ndarray:
     return data[f"x_{part}"] if spec.tokens else data[f"mean_{part}"]
 
 
+def _resumed_phases(phase: str | None, fista_left: int, max_iter: int) -> list[tuple[str, int]]:
+    """The solver runs that continue ``solver="auto"`` from a checkpoint in ``phase``: the whole solve (none saved),
+    Newton (saved in Newton, or FISTA's share used up), or the ``fista_left`` FISTA iterations still due and then
+    Newton from their best point (what :class:`~attnduality.convex.solvers.AutoSolver` does within one solve)."""
+    if phase is None:
+        return [("auto", max_iter)]
+    if phase == "newton" or fista_left <= 0:
+        return [("newton", max_iter)]
+    return [("fista", fista_left), ("newton", max(1, max_iter - fista_left))]
+
+
 def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac: float, gates: np.ndarray | None,
          blocks: int, tol: float, cfg: TransferConfig, verbose: bool = False,
          checkpoint: SolveCheckpoint | None = None) -> tuple[Any, dict[str, Any]]:
@@ -145,6 +156,8 @@ def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac:
     from the last one saved (in the phase of ``solver="auto"`` it had reached); ``solve_seconds`` then counts the
     interrupted attempts too."""
     from sklearn.exceptions import ConvergenceWarning
+
+    from ...convex.solvers import AutoSolver
 
     x_all, y_all = _inputs(spec, data, "train"), data["y_train"]
     x, y = (x_all, y_all) if idx is None else (x_all[idx], y_all[idx])
@@ -156,19 +169,28 @@ def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac:
     t_bmax = time.perf_counter() - t0
     est = _estimator(spec, frac * bmax, gates, data["grid"], blocks, tol, cfg).set_params(verbose=int(verbose))
     saved = None if checkpoint is None else checkpoint.start(f"beta={frac * bmax!r}")
-    if saved is not None and saved["phase"] == "newton":
-        est.set_params(solver="newton")
+    phase = None if saved is None else saved["phase"]
+    # Resumed inside auto's FISTA phase: its earlier iterations count toward the switch to Newton, as in one solve.
+    fista_left = AutoSolver().switch_iter - int(saved.get("n_iter", 0)) if phase == "fista" else 0
     itemsize = 4 if cfg.dtype == "float32" else 8
     t0 = time.perf_counter()
+    n_iter, solve_seconds = 0, 0.0
+    z0 = None if saved is None else saved["z"].numpy()
     with feature_cache(cfg.cache_gb * 2**30, itemsize), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the status is recorded instead
-        est.fit(x, y, coef_init=None if saved is None else saved["z"].numpy(), callback=checkpoint)
+        for solver, max_iter in _resumed_phases(phase, fista_left, cfg.max_iter):
+            est.set_params(solver=solver, max_iter=max_iter).fit(x, y, coef_init=z0, callback=checkpoint)
+            n_iter, solve_seconds = n_iter + int(est.n_iter_), solve_seconds + float(est.solve_time_)
+            if est.status_ != "max_iter":
+                break
+            z0 = est.coef_
+        est.set_params(solver="auto", max_iter=cfg.max_iter)  # the configured estimator, fitted
     wall = time.perf_counter() - t0
     before = 0.0 if checkpoint is None else checkpoint.before
     return est, {
-        "beta_frac": frac, "beta_max": bmax, "beta": frac * bmax, "status": est.status_, "n_iter": int(est.n_iter_),
+        "beta_frac": frac, "beta_max": bmax, "beta": frac * bmax, "status": est.status_, "n_iter": n_iter,
         "rel_gap": float(est.certificate_.rel_gap), "objective": float(est.objective_),
-        "lower_bound": float(est.certificate_.dual), "solve_seconds": before + float(est.solve_time_),
+        "lower_bound": float(est.certificate_.dual), "solve_seconds": before + solve_seconds,
         "fit_seconds": before + wall, "beta_max_seconds": t_bmax, "n_fit": len(y),
         "resumed_at_gap": None if saved is None else float(saved["rel_gap"]),
     }
