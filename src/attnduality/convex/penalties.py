@@ -13,7 +13,8 @@ the dual norm, for :class:`ConeGroupL2` the gauge ``max_g ‖P_{C_g}(W_g)‖``.
 ``prox_jacobian(W, t)`` returns an element of the generalized (Clarke) Jacobian of ``prox_{tR}`` at ``W`` as a
 symmetric positive semidefinite linear map; the semismooth Newton solver
 (:mod:`attnduality.convex.solvers.newton`) needs it. :class:`ConeGroupL2` has none (its prox is a projection
-computed by NNLS), so cone-constrained problems stay with FISTA.
+computed by NNLS), so cone-constrained problems stay with FISTA. The nuclear norms also give it in the factored
+form of :class:`TangentJacobian` (``tangent_jacobian``), which lets an operator apply ``A J A*`` to low-rank factors.
 """
 
 from __future__ import annotations

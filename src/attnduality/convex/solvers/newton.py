@@ -41,6 +41,10 @@ matrix) precondition CG with that N×N matrix, factored once and reused while ``
 randomized Nyström sketch of ``B J Bᵀ`` of rank 100, kept across systems (:class:`_NystromPreconditioner`), saved 1.7×
 of the products on the quickstart program and was neutral to 11% worse on the token heads; a Gram matrix with the
 Jacobian and ``S`` averaged saved nothing (BENCHMARKS.md §7, ``benchmarks/bench_newton_precond.py``).
+Where the penalty's Jacobian has a tangent form (nuclear norms: only the active singular pairs of the active blocks
+matter, :class:`~attnduality.convex.penalties.TangentJacobian`) and the operator maps such factors cheaply
+(:meth:`~attnduality.convex.operators.base.LinearOperator.tangent_map`; the gated MLP), each CG product applies
+``A J A*`` to the factors only: 1.73× less time on the quickstart's Newton solve (BENCHMARKS.md §7).
 
 Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no cheap Jacobian) and the
 streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per full data pass are out
