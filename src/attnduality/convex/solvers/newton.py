@@ -21,8 +21,9 @@ minimised by semismooth Newton: ``(I + σ B J Bᵀ) d = −∇ψ`` with ``J ∈ 
 products, so nothing lifted is ever formed. ``J`` vanishes on inactive groups and on singular directions below the
 threshold, which is why the systems are cheap where the solution is sparse or of low rank. Then ``Z ← P`` and
 ``σ`` grows. SSNAL stops at a relative gap of ``0.1·gap^1.5`` (at least ``tol/2``) of the outer problem's, ten
-times tighter after each outer step that did not lower the gap or in which SSNAL took no Newton step: its gap is
-relative to ``½‖BZ − b‖²``, whose constant ``½‖S⁻¹∇f‖²`` dominates where the softmax Hessian is nearly flat.
+times tighter after each outer step that neither halved the gap nor lowered the objective by a tenth of it, or in
+which SSNAL took no Newton step: its gap is relative to ``½‖BZ − b‖²``, whose constant ``½‖S⁻¹∇f‖²`` dominates where
+the softmax Hessian is nearly flat, and a loose SSNAL multiplier leaves the certificate behind a converged objective.
 
 Every outer step is certified with the problem's own duality gap (:mod:`attnduality.convex.certificates`), so
 ``status``, ``max_time``, the best-iterate rule and :class:`~attnduality.convex.solvers.fista.SolveResult` mean
@@ -78,6 +79,8 @@ _NEWTON_FORCING = 0.5  # stop Newton on ψ once ‖∇ψ‖ ≤ this · ‖B(P �
 _MAX_NEWTON = 20  # Newton steps per multiplier update
 _FALLBACK_ITER = 10_000  # FISTA iterations after a stalled Newton step (and at most max_iter − Newton steps)
 _MAX_STALE = 4  # multiplier updates without a better inner gap before SSNAL gives up (the rounding floor)
+_PROGRESS_GAP = 0.5  # an outer step made progress if it cut the gap to this fraction of the last one ...
+_PROGRESS_OBJECTIVE = 0.1  # ... or lowered the objective by this fraction of the last gap
 _SIGMA_BACK = 2  # the next outer step starts SSNAL at σ_last / growth², not at 1/‖B‖² again
 _PRECOND_LIMIT = 8  # CG iterations of one system above which the dual preconditioner is (re)built for the next one
 _PRECOND_MAX_COST = 50  # operator products one build may cost (Gram matrix and Cholesky, counted in flops)
@@ -323,6 +326,15 @@ def _preconditioner(
     outputs), else none."""
     gram = _DualPreconditioner(ops, pen, z)
     return gram if gram.enabled else _NystromPreconditioner(ops, b.shape, b.dtype, b.device)
+
+
+def _progress(before: Certificate, after: Certificate) -> bool:
+    """Whether an outer step made progress: the gap fell to ``_PROGRESS_GAP`` of the last one, or the objective by
+    ``_PROGRESS_OBJECTIVE`` of the last gap. Far from a solution the objective falls by about the gap; near it a
+    Newton step cuts the gap superlinearly. A step with neither left the objective flat while the gap lagged."""
+    return after.rel_gap <= _PROGRESS_GAP * before.rel_gap or (
+        before.primal - after.primal >= _PROGRESS_OBJECTIVE * before.gap
+    )
 
 
 class SemismoothNewton:
@@ -572,7 +584,7 @@ class SemismoothNewton:
         monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time, self.stall_window)
         deadline = math.inf if self.max_time is None else monitor.start + self.max_time
         state = self.init(problem, z0)
-        tighten, prev_gap, n_newton = 1.0, math.inf, -1
+        tighten, prev, n_newton = 1.0, None, -1
         while True:
             cert = problem.certificate(state.z, state.u, state.dual_point)
             state.n_products += 1
@@ -582,15 +594,16 @@ class SemismoothNewton:
                 return monitor.result(state.n_iter)
             if state.stalled:
                 return self._finish_with_fista(problem, monitor, state, callback)
-            if cert.rel_gap >= prev_gap or state.n_newton == n_newton:
-                # The last step did not lower the gap, or SSNAL found its model solved at Z_k: its tolerance,
-                # relative to ½‖BZ − b‖², is too loose (½‖S⁻¹∇f‖² is large where the softmax Hessian is nearly
-                # flat, e.g. near a fit). Without this, σ shrinks at every such step and Z stops moving until FISTA
-                # takes over.
+            if prev is not None and (state.n_newton == n_newton or not _progress(prev, cert)):
+                # SSNAL found its model solved at Z_k, or the step lowered neither the objective nor the gap by a
+                # useful amount: its tolerance, relative to ½‖BZ − b‖², is too loose (½‖S⁻¹∇f‖² is large where the
+                # softmax Hessian is nearly flat, e.g. near a fit) for the multiplier, the dual candidate that lets
+                # the gap follow the objective. Without this, σ shrinks at every such step and Z stops moving until
+                # FISTA takes over, or the gap lags at a converged objective.
                 tighten *= 0.1
             floor = 10.0 * torch.finfo(state.z.dtype).eps
             inner_tol = max(floor, tighten * max(0.5 * self.tol, 0.1 * min(1.0, cert.rel_gap) ** 1.5))
             if isinstance(problem.loss, SquaredLoss):
                 inner_tol = max(floor, tighten * 0.5 * self.tol)
-            prev_gap, n_newton = cert.rel_gap, state.n_newton
+            prev, n_newton = cert, state.n_newton
             state = self.step(problem, state, inner_tol, deadline)
