@@ -9,7 +9,8 @@ objective, was no more accurate than the loose inner solve), so the rule did not
 last gap. Both rules run in one process on:
 
 * ``mixer``: the linear Mixer head of the transfer experiment (Fashion-MNIST through the frozen ViT pre-trained on
-  MNIST, 49 tokens pooled to 16 channels and RMS-scaled as the experiment does, first ``--n`` training images),
+  MNIST, 49 tokens pooled to 16 channels and RMS-scaled as the experiment does unless ``--no-rms``, first ``--n``
+  training images),
   β = 0.003·β_max (the β validation chose at 20,000 images), tol 1e-4 and 1e-6.
 * ``quickstart``: the quickstart program (digits, 50 gates, cross-entropy, block nuclear norm, β = 1e-2, tol 1e-6).
 * ``heads``: the token heads of ``bench_newton.py --parts heads`` (§5 sizes, tol 1e-8) at 0.1 and 0.01·β_max.
@@ -78,8 +79,9 @@ def part_mixer(args: Any) -> list[dict]:
     pre = PretrainConfig(seed=cfg.vit_seed, epochs=cfg.vit_epochs, n_train=cfg.vit_pretrain_n, vit=vit_cfg)
     feats = fashion_mnist_vit_features(pretrain_vit_mnist(pre), "train", n=args.n, pool_dim=16)
     x, mask = np.asarray(feats.X, dtype=np.float64), np.asarray(feats.mask)
-    rms = np.sqrt((x[mask] ** 2).mean(axis=0))
-    x = x / np.where(rms > 0, rms, 1.0)
+    if not args.no_rms:
+        rms = np.sqrt((x[mask] ** 2).mean(axis=0))
+        x = x / np.where(rms > 0, rms, 1.0)
     problem = CompositeProblem(
         CrossEntropyLoss(torch.as_tensor(np.asarray(feats.y))),
         LinearMixerOperator(torch.as_tensor(x), 10),
@@ -90,7 +92,8 @@ def part_mixer(args: Any) -> list[dict]:
     rows = []
     for tol in (1e-4, 1e-6):
         for rule in RULES:
-            rows.append({"problem": f"linear Mixer, N={args.n}, tol {tol:g}", "rule": rule,
+            label = f"linear Mixer, N={args.n}{', raw tokens' if args.no_rms else ''}, tol {tol:g}"
+            rows.append({"problem": label, "rule": rule,
                          **_with_rule(rule, lambda tol=tol: _solve(problem, tol))})  # fmt: skip
             print(rows[-1]["problem"], rule, rows[-1]["steps"], rows[-1]["products"], flush=True)
     return rows
@@ -152,6 +155,7 @@ def main() -> None:
     p = base_parser(__doc__ or "")
     p.add_argument("--parts", nargs="+", default=["mixer", "quickstart", "heads"])
     p.add_argument("--n", type=int, default=4000, help="mixer part: training images")
+    p.add_argument("--no-rms", action="store_true", help="mixer part: the ViT tokens as they are (no RMS scaling)")
     args = p.parse_args()
     set_threads(args.threads)
     if args.quick:
