@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["GatedMLPOperator"]
 
-_TANGENT_GAIN = 1.0
+_TANGENT_GAIN = 1.0  # tangent map where its flops are ≤ this × half the full operator's; 0.5 and 2 were within
+# the load's noise of 1 on the quickstart program (9.7 / 9.0 / 9.2 s, BENCHMARKS.md §7); 0 switches it off
 
 
 class GatedMLPOperator(LinearOperator):

@@ -79,8 +79,8 @@ _NEWTON_FORCING = 0.5  # stop Newton on ψ once ‖∇ψ‖ ≤ this · ‖B(P �
 _MAX_NEWTON = 20  # Newton steps per multiplier update
 _FALLBACK_ITER = 10_000  # FISTA iterations after a stalled Newton step (and at most max_iter − Newton steps)
 _MAX_STALE = 4  # multiplier updates without a better inner gap before SSNAL gives up (the rounding floor)
-_PROGRESS_GAP = 0.5  # an outer step made progress if it cut the gap to this fraction of the last one ...
-_PROGRESS_OBJECTIVE = 0.1  # ... or lowered the objective by this fraction of the last gap
+_PROGRESS_GAP = 0.5  # an outer step made progress if it lowered the gap, to this fraction of the last one ...
+_PROGRESS_OBJECTIVE = 0.1  # ... or with the objective falling by this fraction of the last gap
 _SIGMA_BACK = 2  # the next outer step starts SSNAL at σ_last / growth², not at 1/‖B‖² again
 _PRECOND_LIMIT = 8  # CG iterations of one system above which the dual preconditioner is (re)built for the next one
 _PRECOND_MAX_COST = 50  # operator products one build may cost (Gram matrix and Cholesky, counted in flops)
@@ -329,11 +329,13 @@ def _preconditioner(
 
 
 def _progress(before: Certificate, after: Certificate) -> bool:
-    """Whether an outer step made progress: the gap fell to ``_PROGRESS_GAP`` of the last one, or the objective by
-    ``_PROGRESS_OBJECTIVE`` of the last gap. Far from a solution the objective falls by about the gap; near it a
-    Newton step cuts the gap superlinearly. A step with neither left the objective flat while the gap lagged."""
-    return after.rel_gap <= _PROGRESS_GAP * before.rel_gap or (
-        before.primal - after.primal >= _PROGRESS_OBJECTIVE * before.gap
+    """Whether an outer step made progress: the gap fell, and either to ``_PROGRESS_GAP`` of the last one or with the
+    objective falling by ``_PROGRESS_OBJECTIVE`` of the last gap. Far from a solution the objective falls by about the
+    gap; near it a Newton step cuts the gap superlinearly. A step with neither left the objective flat while the gap
+    lagged."""
+    return after.rel_gap < before.rel_gap and (
+        after.rel_gap <= _PROGRESS_GAP * before.rel_gap
+        or before.primal - after.primal >= _PROGRESS_OBJECTIVE * before.gap
     )
 
 
