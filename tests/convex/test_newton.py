@@ -260,10 +260,10 @@ def test_dual_gram_is_a_j_a_adjoint():
 
 
 def test_progress_rule_of_the_inner_tolerance():
-    """An outer step counts as progress when it lowers the gap and either halves it or lowers the objective by a tenth
-    of the last gap.
-    The flat steps seen on the linear Mixer at real size (objective equal to 10 digits, gap 1.04e-5 → 1.01e-5)
-    are not progress, so SSNAL's tolerance is tightened there; a long step far from the solution is."""
+    """Near a solution (relative gap below 1e-2) an outer step counts as progress when it lowers the gap and either
+    halves it or lowers the objective by a tenth of the last gap; far from it, any lower gap counts. The flat steps
+    seen on the linear Mixer at real size (objective equal to 10 digits, gap 1.04e-5 → 1.01e-5) are not progress, so
+    SSNAL's tolerance is tightened there; the slow early steps on Fashion-MNIST pixels (gap 0.95 → 0.88) are."""
     from attnduality.convex.certificates import Certificate
     from attnduality.convex.solvers.newton import _progress
 
@@ -273,9 +273,10 @@ def test_progress_rule_of_the_inner_tolerance():
     flat_before, flat_after = cert(0.6006194386, 1.04e-5), cert(0.6006194386 - 1e-12, 1.01e-5)
     assert not _progress(flat_before, flat_after)
     assert _progress(cert(0.6006194386, 1.3e-5), cert(0.6006194386, 4.0e-6))  # the gap fell to a third
-    assert _progress(cert(2.30, 0.99), cert(0.82, 0.92))  # far away: the objective fell by more than the gap
+    assert _progress(cert(0.60062, 1e-3), cert(0.60052, 9e-4))  # the objective fell by more than a tenth of the gap
+    assert _progress(cert(1.4997, 0.95), cert(1.4533, 0.88))  # far away: any decrease
     assert not _progress(cert(0.60, 1e-3), cert(0.60, 2e-3))  # worse
-    assert not _progress(cert(2.30, 0.5), cert(0.82, 0.6))  # a higher gap is never progress (the rule before)
+    assert not _progress(cert(2.30, 0.5), cert(0.82, 0.6))  # a higher gap is never progress
 
 
 # --- the tangent form of the nuclear-norm Jacobian ---------------------------------------------------------------
