@@ -152,11 +152,22 @@ class _Counted:
         the penalty and the operator have one (:class:`~attnduality.convex.penalties.TangentJacobian`): the active
         blocks are few and of low rank near a solution, and ``A*``, ``J``, ``A`` then act on their factors only.
         Elsewhere ``A*``, ``J`` and ``A`` on full ``Z``."""
-        tangent = pen.tangent_jacobian(v, thr)
-        restricted = None if tangent is None else self.op.tangent_map(tangent)
-        if tangent is None or restricted is None:
+        has_map = type(self.op).tangent_map is not LinearOperator.tangent_map
+        tangent = pen.tangent_jacobian(v, thr) if has_map else None
+        if tangent is None:
             jac = pen.prox_jacobian(v, thr)
             return lambda w: self.fwd(jac(self.adj(w)))
+        restricted = self.op.tangent_map(tangent)
+        if restricted is None:  # too many active pairs: full products, J on the active blocks (one SVD, not two)
+            index, apply = tangent.index, tangent.apply
+
+            def full(w: torch.Tensor) -> torch.Tensor:
+                h = self.adj(w)
+                jh = torch.zeros_like(h)
+                jh[index] = apply(h[index])
+                return self.fwd(jh)
+
+            return full
 
         def product(w: torch.Tensor) -> torch.Tensor:
             self.state.n_tangent += 1
