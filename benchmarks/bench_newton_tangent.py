@@ -5,9 +5,9 @@ On the quickstart program (digits, 50 gates, cross-entropy, block nuclear norm, 
 Jacobian of each SSNAL system lives on the tangent spaces of the blocks' active singular pairs
 (:class:`~attnduality.convex.penalties.TangentJacobian`), and ``GatedMLPOperator.tangent_map`` applies ``A J A*``
 on those factors only. Both variants run in one process, interleaved, ``--repeats`` times each, for
-``solver="newton"`` and ``solver="auto"``: "full" switches the tangent map off (``_TANGENT_GAIN = 0``, exactly the
-previous solver). Reported: median and all solve seconds, Newton-phase operator products (full, and through the
-tangent map), and the objectives.
+``solver="newton"`` and ``solver="auto"``: "full" switches the tangent map off (``_TANGENT_GAIN = 0``: full forward
+and adjoint products, as before the map; J on the active blocks). Reported: median and all solve seconds,
+Newton-phase operator products (full, and through the tangent map), and the objectives.
 
     python benchmarks/bench_newton_tangent.py [--threads 1] [--repeats 3] [--quick]
 """
