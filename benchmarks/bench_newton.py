@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -221,33 +223,41 @@ def part_quickstart(args: Any) -> list[dict]:
     return rows
 
 
-def part_heads(args: Any) -> list[dict]:
+def head_cases(args: Any) -> Iterator[tuple[str, float, Callable[[str], Any], np.ndarray, np.ndarray]]:
+    """The token heads of §5's sizes (N = 400, s = 16, d = 8, c = 4; N = 100 with ``--quick``) at 0.1 and
+    0.01·β_max: ``(head, frac, make_estimator(solver), X, y)``."""
     import bench_heads_adam as bh
 
     n = 100 if args.quick else 400
-    rows = []
     for key, spec in bh.HEADS.items():
         x, y = bh.planted_data(spec, n, 16, 8, 4, args.seed)
         gates = bh.sample_gates(spec, 16, 8, spec.n_gates, args.seed)
         xt = torch.as_tensor(x, dtype=bh.DTYPE)
         bmax = bh.beta_max(spec, xt, torch.as_tensor(y), gates, 4)
         for frac in (0.1, 0.01):
-            row: dict[str, Any] = {"head": key, "frac": frac}
-            for solver in ("newton", "fista"):
-                est = _head_estimator(bh, spec, gates, frac * bmax, solver)
-                t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    est.fit(x, y)
-                row[solver] = {
-                    "time": time.perf_counter() - t0,
-                    "n_iter": est.n_iter_,
-                    "status": est.status_,
-                    "objective": est.objective_,
-                    "rel_gap": est.certificate_.rel_gap,
-                }
-            rows.append(row)
-            print(f"{key} {frac:g}: newton {row['newton']['time']:.2f}s fista {row['fista']['time']:.2f}s")
+            yield key, frac, partial(_head_estimator, bh, spec, gates, frac * bmax), x, y
+
+
+def part_heads(args: Any) -> list[dict]:
+    n = 100 if args.quick else 400
+    rows = []
+    for key, frac, make, x, y in head_cases(args):
+        row: dict[str, Any] = {"head": key, "frac": frac}
+        for solver in ("newton", "fista"):
+            est = make(solver)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est.fit(x, y)
+            row[solver] = {
+                "time": time.perf_counter() - t0,
+                "n_iter": est.n_iter_,
+                "status": est.status_,
+                "objective": est.objective_,
+                "rel_gap": est.certificate_.rel_gap,
+            }
+        rows.append(row)
+        print(f"{key} {frac:g}: newton {row['newton']['time']:.2f}s fista {row['fista']['time']:.2f}s")
     print_table(
         ["head", "β/β_max", "Newton s (steps)", "FISTA s (iterations)", "FISTA/Newton", "rel. obj. diff"],
         [

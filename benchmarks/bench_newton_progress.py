@@ -131,23 +131,14 @@ def _captured_problem(est: Any, x: Any, y: Any) -> CompositeProblem:
 
 
 def part_heads(args: Any) -> list[dict]:
-    import bench_heads_adam as bh
+    from bench_newton import head_cases
 
-    n = 100 if args.quick else 400
     rows = []
-    for key, spec in bh.HEADS.items():
-        x, y = bh.planted_data(spec, n, 16, 8, 4, args.seed)
-        gates = bh.sample_gates(spec, 16, 8, spec.n_gates, args.seed)
-        xt = torch.as_tensor(x, dtype=bh.DTYPE)
-        bmax = bh.beta_max(spec, xt, torch.as_tensor(y), gates, 4)
-        for frac in (0.1, 0.01):
-            kw: dict[str, Any] = {"beta": frac * bmax}
-            if gates is not None:
-                kw["gates"] = gates.numpy()
-            problem = _captured_problem(bh.make_estimator(spec.form, **kw), x, y)
-            for rule in RULES:
-                rows.append({"problem": f"{key} {frac:g}·β_max", "rule": rule,
-                             **_with_rule(rule, lambda problem=problem: _solve(problem, 1e-8))})  # fmt: skip
+    for key, frac, make, x, y in head_cases(args):
+        problem = _captured_problem(make("fista"), x, y)
+        for rule in RULES:
+            rows.append({"problem": f"{key} {frac:g}·β_max", "rule": rule,
+                         **_with_rule(rule, lambda problem=problem: _solve(problem, 1e-8))})  # fmt: skip
     return rows
 
 
