@@ -353,6 +353,9 @@ def test_gated_mlp_tangent_map_is_a_j_a_adjoint():
     cl = torch.randn(hl.shape, generator=gen, dtype=torch.float64) * tj.columns[:, None, :]
     cr = torch.randn(hr.shape, generator=gen, dtype=torch.float64) * tj.columns[:, None, :]
     assert float((tm.lift(cl, cr) * y).sum()) == pytest.approx(float((cl * hl).sum() + (cr * hr).sum()), rel=1e-12)
+    wrong = pen.tangent_jacobian(_low_rank_blocks((p, d + 1, c), gen), 1.0)
+    with pytest.raises(ValueError, match="tangent_map needs blocks of shape"):
+        op.tangent_map(wrong)
     dense = _low_rank_blocks((p, d, c), gen)  # every block active at full rank: no saving, no tangent map
     assert op.tangent_map(pen.tangent_jacobian(dense + 5.0 * torch.eye(d, c, dtype=torch.float64), 1.0)) is None
 

@@ -80,8 +80,19 @@ class GatedMLPOperator(LinearOperator):
     def tangent_map(self, jac: TangentJacobian) -> TangentMap | None:
         """:class:`_GatedTangent`, where its ``2NK(4c + 2d)`` flops per ``A J A*`` (``K`` active singular pairs) are
         at most half of the full operator's ``4NPdc``."""
-        k = int(jac.columns.sum())
         c, d = self.n_outputs, self.n_features
+        blocks, rank = jac.columns.shape
+        if (
+            tuple(jac.left.shape) != (blocks, d, rank)
+            or tuple(jac.right.shape) != (blocks, c, rank)
+            or tuple(jac.index.shape) != (blocks,)
+            or (blocks and not 0 <= int(jac.index.min()) <= int(jac.index.max()) < self.n_patterns)
+        ):
+            raise ValueError(
+                f"tangent_map needs blocks of shape ({d}, {c}) among {self.n_patterns} patterns; got index "
+                f"{tuple(jac.index.shape)}, left {tuple(jac.left.shape)}, right {tuple(jac.right.shape)}"
+            )
+        k = int(jac.columns.sum())
         if k * (4 * c + 2 * d) > self.n_patterns * d * c * _TANGENT_GAIN:
             return None
         return _GatedTangent(self, jac)
