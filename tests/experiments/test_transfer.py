@@ -104,6 +104,12 @@ def test_tiny_run_table_certificates_adam_and_report(tiny_run: tuple[Path, dict[
     assert 0.0 < m["pang_lee.interpret.top_share"] <= 1.0
     assert 0.0 <= m["fashion_mnist.interpret.agreement_with_logreg"] <= 1.0
     assert "learned (pang_lee).** Effective rank per block" in report
+    # every certified refit started from its validation path's solution at the selected β; the paths' checkpoints,
+    # kept for that, are gone once the refits are done
+    for ds, head in by:
+        fit = torch.load(out / "checkpoints" / "steps" / ds / head / "fit.pt", weights_only=False)["value"]
+        assert fit["warm_started"] is True and fit["resumed_at_gap"] is None
+    assert not list((out / "checkpoints" / "solve").rglob("*.pt"))
     # Adam was checkpointed mid-way (every 5 steps of 12)
     ck = torch.load(out / "checkpoints" / "train" / "fashion_mnist" / "attn_gated" / "adam.pt", weights_only=False)
     assert ck["next"] == 10 and len(ck["extra"]["objs"]) == 10
@@ -253,5 +259,5 @@ def test_solves_interrupted_mid_way_resume_from_their_iterates(tmp_path: Path, m
         assert a["rel_gap"] <= 1e-7 and a["status"] == "converged"
         assert a["val_acc"] == b["val_acc"]
     fit = torch.load(out / "checkpoints" / "steps" / "fashion_mnist" / "attn_gated" / "fit.pt", weights_only=False)
-    assert fit["value"]["resumed_at_gap"] is not None
+    assert fit["value"]["resumed_at_gap"] is not None and fit["value"]["warm_started"] is True
     assert not (out / "checkpoints" / "solve" / "fashion_mnist" / "attn_gated" / "fit.pt").exists()  # cleared

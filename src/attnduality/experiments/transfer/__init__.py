@@ -53,7 +53,15 @@ from ..runner import RunContext, register_experiment
 from .config import BASELINES, DATASET_LABELS, DATASETS, HEADS, HeadSpec, TransferConfig
 from .data import load_target
 from .figures import accuracy_figure, adam_figure
-from .heads import adam_on_twin, final_fit, head_operator, reference_fit, sample_head_gates, validate_head
+from .heads import (
+    adam_on_twin,
+    final_fit,
+    head_operator,
+    path_solution,
+    reference_fit,
+    sample_head_gates,
+    validate_head,
+)
 from .interpret import ATTENTION_HEADS, attention_figures, interpret_attention
 from .stats import claim_text, claim_verdict, effective_blocks, grid_edge, mcnemar_p
 
@@ -80,20 +88,24 @@ def _run_head(ctx: RunContext, ds: str, head: str, data: dict[str, Any], blocks_
     s, d = int(data["x_train"].shape[1]), int(data["x_train"].shape[2])
     blocks = blocks_bfno if spec.bfno else 1
     gates = sample_head_gates(spec, s, d, blocks, cfg, ctx.seed_for(f"{ds}/{head}/gates"))
-    vals = []
+    vals: list[dict[str, Any]] = []
+    path_ckpt = None
     if len(cfg.beta_fracs) > 1:
         key = f"{ds}/{head}/val-path"
-        ckpt = ctx.solve_checkpoint(key)
-        vals = ctx.step(key, lambda: validate_head(ctx, spec, data, gates, blocks, ckpt))
-        ckpt.clear()
+        path_ckpt = ctx.solve_checkpoint(key)
+        vals = ctx.step(key, lambda: validate_head(ctx, spec, data, gates, blocks, path_ckpt))
         best = max(vals, key=lambda r: (r["val_acc"], r["beta_frac"]))  # ties: the larger β
         frac, val_acc = float(best["beta_frac"]), float(best["val_acc"])
     else:
         frac, val_acc = float(cfg.beta_fracs[0]), None
     key = f"{ds}/{head}/fit"
     ckpt = ctx.solve_checkpoint(key)
-    fit = ctx.step(key, lambda: final_fit(ctx, spec, data, frac, gates, blocks, ckpt), storage="torch")
+    # The path's checkpoint keeps its solutions until the refit is done: the refit starts from the selected one.
+    fit = ctx.step(key, lambda: final_fit(ctx, spec, data, frac, gates, blocks, ckpt, path_solution(path_ckpt, frac)),
+                   storage="torch")
     ckpt.clear()
+    if path_ckpt is not None:
+        path_ckpt.clear()
     n_te = len(data["y_test"])
     row: dict[str, Any] = {
         "dataset": ds, "head": head, "B": blocks if spec.family == "fno" else None,

@@ -22,6 +22,7 @@ __all__ = [
     "final_fit",
     "fit_head",
     "head_operator",
+    "path_solution",
     "reference_fit",
     "sample_head_gates",
     "torch_dtype",
@@ -137,6 +138,9 @@ def _inputs(spec: HeadSpec, data: dict[str, Any], part: str) -> np.ndarray:
     return data[f"x_{part}"] if spec.tokens else data[f"mean_{part}"]
 
 
+_WARM_PHASE = "newton"  # where a refit warm-started from the validation path's solution begins (BENCHMARKS.md §9)
+
+
 def _resumed_phases(phase: str | None, fista_left: int, max_iter: int) -> list[tuple[str, int]]:
     """The solver runs that continue ``solver="auto"`` from a checkpoint in ``phase``: the whole solve (none saved),
     Newton (saved in Newton, or FISTA's share used up), or the ``fista_left`` FISTA iterations still due and then
@@ -150,11 +154,12 @@ def _resumed_phases(phase: str | None, fista_left: int, max_iter: int) -> list[t
 
 def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac: float, gates: np.ndarray | None,
          blocks: int, tol: float, cfg: TransferConfig, verbose: bool = False,
-         checkpoint: SolveCheckpoint | None = None) -> tuple[Any, dict[str, Any]]:
+         checkpoint: SolveCheckpoint | None = None, z_init: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
     """Fit one head at β = frac · β_max on the training samples ``idx`` (None: all); the fitted estimator and a
     summary (β, status, certificate, times). With ``checkpoint`` the solve saves its iterate as it goes and restarts
     from the last one saved (in the phase of ``solver="auto"`` it had reached); ``solve_seconds`` then counts the
-    interrupted attempts too."""
+    interrupted attempts too. ``z_init`` (the validation path's solution at the same β fraction) starts a solve that
+    has no saved iterate, in the phase ``_WARM_PHASE``; ``warm_started`` records whether the solve began there."""
     from sklearn.exceptions import ConvergenceWarning
 
     from ...convex.solvers import AutoSolver
@@ -172,10 +177,15 @@ def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac:
     phase = None if saved is None else saved["phase"]
     # Resumed inside auto's FISTA phase: its earlier iterations count toward the switch to Newton, as in one solve.
     fista_left = AutoSolver().switch_iter - int(saved.get("n_iter", 0)) if phase == "fista" else 0
+    z0 = None if saved is None else saved["z"].numpy()
+    if saved is None and z_init is not None:
+        z0, phase = np.asarray(z_init), _WARM_PHASE
+    warm = bool(saved["extra"].get("warm_started", False)) if saved is not None else z_init is not None
+    if checkpoint is not None:
+        checkpoint.extra = {"warm_started": warm}
     itemsize = 4 if cfg.dtype == "float32" else 8
     t0 = time.perf_counter()
     n_iter, solve_seconds = 0, 0.0
-    z0 = None if saved is None else saved["z"].numpy()
     with feature_cache(cfg.cache_gb * 2**30, itemsize), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the status is recorded instead
         for solver, max_iter in _resumed_phases(phase, fista_left, cfg.max_iter):
@@ -193,6 +203,7 @@ def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac:
         "lower_bound": float(est.certificate_.dual), "solve_seconds": before + solve_seconds,
         "fit_seconds": before + wall, "beta_max_seconds": t_bmax, "n_fit": len(y),
         "resumed_at_gap": None if saved is None else float(saved["rel_gap"]),
+        "warm_started": warm,
     }
 
 
@@ -266,13 +277,21 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
     return out
 
 
+def path_solution(checkpoint: SolveCheckpoint | None, frac: float) -> np.ndarray | None:
+    """The solution :func:`validate_head` saved at ``frac``·β_max in ``checkpoint`` (``None`` if it holds none)."""
+    rec = None if checkpoint is None else checkpoint.load()
+    point = None if rec is None else rec["extra"].get("done", {}).get(frac)
+    return None if point is None else point["z"].numpy()
+
+
 def final_fit(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], frac: float, gates: np.ndarray | None,
-              blocks: int, checkpoint: SolveCheckpoint | None = None) -> dict[str, Any]:
+              blocks: int, checkpoint: SolveCheckpoint | None = None, z_init: np.ndarray | None = None
+              ) -> dict[str, Any]:
     """The refit on the whole training set with the selected β: test predictions, twin size, gates for Adam.
-    ``checkpoint``: as in :func:`fit_head`."""
+    ``checkpoint``, ``z_init``: as in :func:`fit_head`."""
     cfg: TransferConfig = ctx.config
     est, rec = fit_head(spec, data, None, frac, gates, blocks, cfg.tol, cfg, verbose=ctx.show_progress,
-                        checkpoint=checkpoint)
+                        checkpoint=checkpoint, z_init=z_init)
     t0 = time.perf_counter()
     pred = est.predict(_inputs(spec, data, "test"))
     rec["predict_seconds"] = time.perf_counter() - t0
