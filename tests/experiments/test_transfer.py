@@ -198,8 +198,8 @@ def test_helpers() -> None:
     assert claim_verdict(rows[:2], correct)["decided"] is False
 
 
-def test_refit_resumed_in_fista_counts_its_earlier_iterations() -> None:
-    """A refit resumed in auto's FISTA phase runs only the FISTA iterations still due before Newton, as one
+def test_solve_resumed_in_fista_counts_its_earlier_iterations() -> None:
+    """A validation-path solve or a refit resumed in auto's FISTA phase runs only the FISTA iterations still due before Newton, as one
     uninterrupted ``solver="auto"`` would (``AutoSolver.switch_iter`` = 300)."""
     from attnduality.experiments.transfer.heads import _resumed_phases
 

@@ -249,14 +249,18 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
                 checkpoint.extra = {"done": done}
                 resumed = checkpoint.start(f"beta={beta!r}")
             phase = None if resumed is None else resumed["phase"]
-            solver = make_solver("newton" if phase == "newton" else "auto", problem, cfg.val_tol, cfg.max_iter, None)
-            if isinstance(solver, AutoSolver) and phase == "fista":  # FISTA's iterations before the interruption count
-                solver.switch_iter = max(1, solver.switch_iter - int(resumed.get("n_iter", 0)))
-            progress = SolveProgress(solver.tol, label=f"{spec.key} val β={beta:.3g}") if ctx.show_progress else None
+            fista_left = AutoSolver().switch_iter - int(resumed.get("n_iter", 0)) if phase == "fista" else 0
+            progress = SolveProgress(cfg.val_tol, label=f"{spec.key} val β={beta:.3g}") if ctx.show_progress else None
             z0 = z if resumed is None else resumed["z"].to(problem.operator.device, tdt)
-            res = solver.run(problem.with_beta(beta), z0=z0, callback=chain_callbacks(progress, checkpoint))
+            n_iter = 0
+            for name, max_iter in _resumed_phases(phase, fista_left, cfg.max_iter):
+                res = make_solver(name, problem, cfg.val_tol, max_iter, None).run(
+                    problem.with_beta(beta), z0=z0, callback=chain_callbacks(progress, checkpoint))
+                n_iter, z0 = n_iter + int(res.n_iter), res.z
+                if res.status != "max_iter":
+                    break
             z = res.z.detach()
-            done[f] = {"z": z.cpu(), "status": res.status, "n_iter": int(res.n_iter),
+            done[f] = {"z": z.cpu(), "status": res.status, "n_iter": n_iter,
                        "rel_gap": float(res.certificate.rel_gap), "objective": float(res.objective),
                        "solve_seconds": float(res.time) if checkpoint is None else checkpoint.seconds()}
             if checkpoint is not None:  # extra holds ``done`` itself: the finished point is saved with it
