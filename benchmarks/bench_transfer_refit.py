@@ -119,7 +119,9 @@ def main() -> None:
         ],
         title=f"transfer refit on Fashion-MNIST ViT tokens, n_train = {args.n}: cold vs warm-started",
     )
-    write_json(out_name(NAME, args.quick), {"machine": machine_info(), "args": vars(args), "rows": rows})
+    write_json(
+        out_name(NAME, args.quick), {"machine": machine_info(), "args": {**vars(args), "out": str(root)}, "rows": rows}
+    )
 
 
 if __name__ == "__main__":
