@@ -199,8 +199,8 @@ def test_helpers() -> None:
 
 
 def test_solve_resumed_in_fista_counts_its_earlier_iterations() -> None:
-    """A validation-path solve or a refit resumed in auto's FISTA phase runs only the FISTA iterations still due before Newton, as one
-    uninterrupted ``solver="auto"`` would (``AutoSolver.switch_iter`` = 300)."""
+    """A validation-path solve or a refit resumed in auto's FISTA phase runs only the FISTA iterations still due
+    before Newton, as one uninterrupted ``solver="auto"`` would (``AutoSolver.switch_iter`` = 300)."""
     from attnduality.experiments.transfer.heads import _resumed_phases
 
     assert _resumed_phases(None, 0, 5000) == [("auto", 5000)]

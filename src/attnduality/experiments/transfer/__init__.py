@@ -25,13 +25,14 @@ Protocol (honest; the paper's β values and solver settings are not available): 
 ``β_max`` (the smallest β at which ``Z = 0`` is optimal), chosen from ``beta_fracs`` by accuracy on a stratified
 validation split of the training set (a warm-started regularisation path on the rest, each point certified to
 ``val_tol``; ties → the larger β), then the head is refit on the whole training set (starting from the path's
-solution at the selected β; certified to ``tol`` like any start) and scored once on the test set. Each fit reports its certificate (status, relative duality gap), solve time and the
-parameter count of the recovered non-convex twin (nonzero heads; ``to_module``). The twin (same gates, the width of
-the recovered one: h heads per gate = the largest rank of a block of the certified solution) is then trained from a
-random initialisation with full-batch Adam on the same objective ``mean CE + (β/2) Σ‖θ‖²``; its logits are computed
-as the convex operator applied to the lifted weights ``Z(W1, W2)`` (the formulation's ``lift``, checked
-against the recovered twin), which is the twin's forward pass exactly and much cheaper for wide token heads. Adam's
-final objective is compared with the certified optimum: it can never go below the dual bound.
+solution at the selected β; certified to ``tol`` like any start) and scored once on the test set. Each fit reports
+its certificate (status, relative duality gap), solve time and the parameter count of the recovered non-convex twin
+(nonzero heads; ``to_module``). The twin (same gates, the width of the recovered one: h heads per gate = the largest
+rank of a block of the certified solution) is then trained from a random initialisation with full-batch Adam on the
+same objective ``mean CE + (β/2) Σ‖θ‖²``; its logits are computed as the convex operator applied to the lifted
+weights ``Z(W1, W2)`` (the formulation's ``lift``, checked against the recovered twin), which is the twin's forward
+pass exactly and much cheaper for wide token heads. Adam's final objective is compared with the certified optimum: it
+can never go below the dual bound.
 
 Steps (resumable): ``<dataset>/features``, ``<dataset>/<head>/val-path`` (when there are several β fractions),
 ``<dataset>/<head>/fit``, ``<dataset>/<head>/adam`` (checkpointed every ``checkpoint_every`` steps),
