@@ -101,7 +101,7 @@ def main() -> None:
                     "test_acc": fit["test_acc"],
                 }
             )
-            print({k: v for k, v in rows[-1].items()}, flush=True)
+            print(rows[-1], flush=True)
     print_table(
         ["head", "variant", "refit s", "iterations", "status", "rel. gap", "objective", "test acc."],
         [

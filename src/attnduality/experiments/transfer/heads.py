@@ -138,7 +138,8 @@ def _inputs(spec: HeadSpec, data: dict[str, Any], part: str) -> np.ndarray:
     return data[f"x_{part}"] if spec.tokens else data[f"mean_{part}"]
 
 
-_WARM_PHASE = "newton"  # where a refit warm-started from the validation path's solution begins (BENCHMARKS.md §9)
+# Where a refit warm-started from the validation path's solution begins (None: solver="auto"); BENCHMARKS.md §9.
+_WARM_PHASE: str | None = "newton"
 
 
 def _resumed_phases(phase: str | None, fista_left: int, max_iter: int) -> list[tuple[str, int]]:
