@@ -142,12 +142,16 @@ def _inputs(spec: HeadSpec, data: dict[str, Any], part: str) -> np.ndarray:
 _WARM_PHASE: str | None = "newton"
 
 
-def _resumed_phases(phase: str | None, fista_left: int, max_iter: int) -> list[tuple[str, int]]:
+def _resumed_phases(phase: str | None, fista_done: int, max_iter: int) -> list[tuple[str, int]]:
     """The solver runs that continue ``solver="auto"`` from a checkpoint in ``phase``: the whole solve (none saved),
-    Newton (saved in Newton, or FISTA's share used up), or the ``fista_left`` FISTA iterations still due and then
-    Newton from their best point (what :class:`~attnduality.convex.solvers.AutoSolver` does within one solve)."""
+    Newton (saved in Newton, or FISTA's share used up), or the FISTA iterations still due after the ``fista_done``
+    saved ones and then Newton from their best point (what :class:`~attnduality.convex.solvers.AutoSolver` does
+    within one solve)."""
+    from ...convex.solvers import AutoSolver
+
     if phase is None:
         return [("auto", max_iter)]
+    fista_left = AutoSolver().switch_iter - fista_done
     if phase == "newton" or fista_left <= 0:
         return [("newton", max_iter)]
     return [("fista", fista_left), ("newton", max(1, max_iter - fista_left))]
@@ -163,8 +167,6 @@ def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac:
     has no saved iterate, in the phase ``_WARM_PHASE``; ``warm_started`` records whether the solve began there."""
     from sklearn.exceptions import ConvergenceWarning
 
-    from ...convex.solvers import AutoSolver
-
     x_all, y_all = _inputs(spec, data, "train"), data["y_train"]
     x, y = (x_all, y_all) if idx is None else (x_all[idx], y_all[idx])
     c = data["n_classes"]
@@ -176,8 +178,6 @@ def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac:
     est = _estimator(spec, frac * bmax, gates, data["grid"], blocks, tol, cfg).set_params(verbose=int(verbose))
     saved = None if checkpoint is None else checkpoint.start(f"beta={frac * bmax!r}")
     phase = None if saved is None else saved["phase"]
-    # Resumed inside auto's FISTA phase: its earlier iterations count toward the switch to Newton, as in one solve.
-    fista_left = AutoSolver().switch_iter - int(saved.get("n_iter", 0)) if phase == "fista" else 0
     z0 = None if saved is None else saved["z"].numpy()
     if saved is None and z_init is not None:
         z0, phase = np.asarray(z_init), _WARM_PHASE
@@ -189,7 +189,9 @@ def fit_head(spec: HeadSpec, data: dict[str, Any], idx: np.ndarray | None, frac:
     n_iter, solve_seconds = 0, 0.0
     with feature_cache(cfg.cache_gb * 2**30, itemsize), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the status is recorded instead
-        for solver, max_iter in _resumed_phases(phase, fista_left, cfg.max_iter):
+        # Resumed inside auto's FISTA phase, its earlier iterations count toward the switch to Newton, as in one solve.
+        fista_done = 0 if saved is None else int(saved.get("n_iter", 0))
+        for solver, max_iter in _resumed_phases(phase, fista_done, cfg.max_iter):
             est.set_params(solver=solver, max_iter=max_iter).fit(x, y, coef_init=z0, callback=checkpoint)
             n_iter, solve_seconds = n_iter + int(est.n_iter_), solve_seconds + float(est.solve_time_)
             if est.status_ != "max_iter":
@@ -218,7 +220,7 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
     import torch
 
     from ...convex import CrossEntropyLoss
-    from ...convex.solvers import AutoSolver, SolveProgress, chain_callbacks, make_solver
+    from ...convex.solvers import SolveProgress, chain_callbacks, make_solver
 
     cfg: TransferConfig = ctx.config
     tdt = torch_dtype(cfg.dtype)
@@ -250,11 +252,11 @@ def validate_head(ctx: RunContext, spec: HeadSpec, data: dict[str, Any], gates: 
                 checkpoint.extra = {"done": done}
                 resumed = checkpoint.start(f"beta={beta!r}")
             phase = None if resumed is None else resumed["phase"]
-            fista_left = AutoSolver().switch_iter - int(resumed.get("n_iter", 0)) if phase == "fista" else 0
             progress = SolveProgress(cfg.val_tol, label=f"{spec.key} val β={beta:.3g}") if ctx.show_progress else None
             z0 = z if resumed is None else resumed["z"].to(problem.operator.device, tdt)
             n_iter = 0
-            for name, max_iter in _resumed_phases(phase, fista_left, cfg.max_iter):
+            fista_done = 0 if resumed is None else int(resumed.get("n_iter", 0))
+            for name, max_iter in _resumed_phases(phase, fista_done, cfg.max_iter):
                 res = make_solver(name, problem, cfg.val_tol, max_iter, None).run(
                     problem.with_beta(beta), z0=z0, callback=chain_callbacks(progress, checkpoint))
                 n_iter, z0 = n_iter + int(res.n_iter), res.z
