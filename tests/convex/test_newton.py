@@ -28,7 +28,7 @@ from attnduality.convex import (
     beta_max,
     solve_path,
 )
-from attnduality.convex.solvers import AutoSolver, SemismoothNewton, make_solver, solver_threads
+from attnduality.convex.solvers import AutoSolver, History, SemismoothNewton, make_solver, solver_threads
 
 PENALTIES = [
     (BlockNuclearNorm(), (3, 5, 8)),
@@ -162,8 +162,8 @@ def test_estimator_solver_parameter():
         assert fits[s].status_ == "converged"
         assert fits[s].objective_ == pytest.approx(fits["fista"].objective_, rel=1e-7)
     assert fits["newton"].n_iter_ < fits["fista"].n_iter_ / 10
-    # auto: 300 FISTA iterations did not certify this one, so Newton finished it, counted after them
-    assert 300 < fits["auto"].n_iter_ < 330 and fits["auto"].history_.n_iter[-1] == fits["auto"].n_iter_
+    # auto: FISTA was slow to certify this one, so Newton finished it, counted after FISTA's 100–300 iterations
+    assert 100 < fits["auto"].n_iter_ < 330 and fits["auto"].history_.n_iter[-1] == fits["auto"].n_iter_
     for bad in ("Newton", "ssn", None, 3):
         with pytest.raises(ValueError, match="solver must be one of"):
             ConvexMLPClassifier(solver=bad).fit(x, y)
@@ -195,6 +195,39 @@ def test_auto_solver_switches_once_fista_is_slow():
     for bad in (dict(tol=-1.0), dict(max_iter=0), dict(switch_iter=0)):
         with pytest.raises(ValueError, match="switch_iter"):
             AutoSolver(**bad)
+
+
+def test_auto_solver_hands_over_early_when_fista_would_take_long():
+    rule = AutoSolver(tol=1e-6)
+    slow = History()
+    for k in range(0, 101, 10):  # the gap halves every 50 iterations: ~900 more to 1e-6
+        slow.append(k, 0.0, 1.0, 1e-1 * 0.5 ** (k / 50))
+    assert rule.handoff(slow)
+    fast = History()
+    for k in range(0, 101, 10):  # 1e-1 → 1e-5 over 100 iterations: 50 more are enough
+        fast.append(k, 0.0, 1.0, 1e-1 * 10 ** (-k / 25))
+    assert not rule.handoff(fast)
+    early = History()
+    for k in range(0, 91, 10):
+        early.append(k, 0.0, 1.0, 1e-1)
+    assert not rule.handoff(early)  # before early_switch
+    flat = History()
+    for k in range(0, 101, 10):
+        flat.append(k, 0.0, 1.0, 1e-1 + 1e-3 * (k % 20))  # no progress of the best gap
+    assert rule.handoff(flat)
+    assert not AutoSolver(tol=1e-6, early_switch=None).handoff(slow)
+    with pytest.raises(ValueError, match="early_switch"):
+        AutoSolver(early_switch=0)
+    # FISTA asks the rule at every check; a handover is reported as such and leaves a finite iterate
+    res = FISTA(tol=1e-12, max_iter=500, handoff=lambda h: h.n_iter[-1] >= 40).run(_problem("squared", 1))
+    assert res.status == "handoff" and res.n_iter == 40
+    # on a problem FISTA is slow on, auto hands over after early_switch FISTA iterations, and certifies the optimum
+    hard = _problem("cross_entropy", 3, seed=3, frac=1e-3)
+    fista_part = FISTA(tol=1e-8, max_iter=300, handoff=AutoSolver(tol=1e-8).handoff).run(hard)
+    assert fista_part.status == "handoff" and 100 <= fista_part.n_iter < 300
+    res = AutoSolver(tol=1e-8).run(hard)
+    assert res.status == "converged" and res.n_iter < fista_part.n_iter + 30
+    assert res.objective == pytest.approx(SemismoothNewton(tol=1e-8).run(hard).objective, rel=1e-7)
 
 
 def test_make_solver_and_thread_policy():

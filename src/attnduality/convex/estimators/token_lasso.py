@@ -363,7 +363,8 @@ _PARAMS_DOC = """
     solver : {"auto", "fista", "newton"}, default="auto"
         ``"newton"``: proximal Newton with a semismooth Newton augmented-Lagrangian inner solver
         (:mod:`attnduality.convex.solvers.newton`); ``"fista"``: accelerated proximal gradient; ``"auto"``: FISTA,
-        then Newton from its best point if 300 iterations have not certified the fit (``max_iter`` counts both).
+        then Newton from its best point where FISTA is slow to certify the fit, after 100–300 iterations (``max_iter``
+        counts both).
     random_state : int, RandomState instance or None, default=None
         Seeds the gate sampler.
     device : str, default="cpu"

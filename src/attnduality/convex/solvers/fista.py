@@ -56,7 +56,8 @@ class SolveResult:
     certificate: Certificate
     status: str
     """``converged`` (relative gap ≤ tol), ``max_iter``, ``max_time``, ``stalled`` (no progress at the dtype's
-    precision, see :class:`SolveMonitor`) or ``diverged``."""
+    precision, see :class:`SolveMonitor`) or ``diverged``; ``handoff`` only inside a solver that hands over to another
+    (:class:`~attnduality.convex.solvers.select.AutoSolver`)."""
     n_iter: int
     time: float
     history: History
@@ -83,6 +84,9 @@ class SolveMonitor:
     the solve stops with status ``stalled``, keeping its best iterate. Slow solves that still move either bound by
     more than rounding go on, including non-monotone ones whose best dual bound improves at ever longer intervals
     (the window grows with the run). ``stall_window=None`` disables the rule.
+
+    ``handoff`` (optional) is asked after every check that did not stop the solve whether another solver should take
+    over from here (:class:`~attnduality.convex.solvers.select.AutoSolver`); if so the status is ``handoff``.
     """
 
     def __init__(
@@ -92,11 +96,12 @@ class SolveMonitor:
         max_iter: int,
         max_time: float | None,
         stall_window: int | None = STALL_WINDOW,
+        handoff: Callable[[History], bool] | None = None,
     ) -> None:
         if stall_window is not None and (not isinstance(stall_window, int) or stall_window < 1):
             raise ValueError(f"stall_window must be None or an int >= 1, got {stall_window!r}")
         self.problem, self.tol, self.max_iter, self.max_time = problem, tol, max_iter, max_time
-        self.stall_window = stall_window
+        self.stall_window, self.handoff = stall_window, handoff
         self.start = time.perf_counter()
         self.history = History()
         self.best: tuple[torch.Tensor, Certificate] | None = None
@@ -147,6 +152,9 @@ class SolveMonitor:
         if self.stalled():
             self.status = "stalled"
             return True
+        if self.handoff is not None and self.handoff(self.history):
+            self.status = "handoff"
+            return True
         return False
 
     def result(self, n_iter: int) -> SolveResult:
@@ -191,7 +199,8 @@ class FISTA:
     certificate evaluations, each costing one extra adjoint), ``restart`` (``"gradient"``, ``"function"`` or
     ``None``), ``step_growth`` (factor tried on the step before each backtracking search; 1 disables growth),
     ``max_time`` in seconds, ``stall_window`` (certificate checks without progress before the solve stops as
-    ``stalled``; ``None`` never stops for that, see :class:`SolveMonitor`).
+    ``stalled``; ``None`` never stops for that, see :class:`SolveMonitor`), ``handoff`` (asked at each check whether
+    to stop and hand the iterate to another solver, see :class:`SolveMonitor`).
     """
 
     def __init__(
@@ -204,6 +213,7 @@ class FISTA:
         backtrack_factor: float = 0.5,
         max_time: float | None = None,
         stall_window: int | None = STALL_WINDOW,
+        handoff: Callable[[History], bool] | None = None,
     ) -> None:
         if tol < 0 or max_iter < 1 or check_every < 1:
             raise ValueError("tol must be >= 0, max_iter and check_every >= 1")
@@ -217,6 +227,7 @@ class FISTA:
         self.backtrack_factor = backtrack_factor
         self.max_time = max_time
         self.stall_window = stall_window
+        self.handoff = handoff
 
     def init(self, problem: CompositeProblem, z0: torch.Tensor | None = None, step: float | None = None) -> FISTAState:
         op = problem.operator
@@ -284,7 +295,7 @@ class FISTA:
     ) -> SolveResult:
         """Iterate until the relative duality gap is ≤ ``tol`` (checked every ``check_every`` iterations)."""
         with solver_threads(problem):
-            monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time, self.stall_window)
+            monitor = SolveMonitor(problem, self.tol, self.max_iter, self.max_time, self.stall_window, self.handoff)
             state = self.init(problem, z0)
             while True:
                 if state.n_iter % self.check_every == 0 or state.n_iter >= self.max_iter:

@@ -146,7 +146,7 @@ def _resumed_phases(phase: str | None, fista_done: int, max_iter: int) -> list[t
     """The solver runs that continue ``solver="auto"`` from a checkpoint in ``phase``: the whole solve (none saved),
     Newton (saved in Newton, or FISTA's share used up), or the FISTA iterations still due after the ``fista_done``
     saved ones and then Newton from their best point (what :class:`~attnduality.convex.solvers.AutoSolver` does
-    within one solve)."""
+    within one solve, less its early handover: a resumed FISTA phase runs to the fixed switch point)."""
     from ...convex.solvers import AutoSolver
 
     if phase is None:
