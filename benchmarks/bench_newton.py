@@ -10,7 +10,7 @@ Parts (``--parts``, default all):
 * ``quickstart``: the quickstart's convex program (digits, 50 gates, cross-entropy, block nuclear norm, β = 1e-2)
   through ``ConvexMLPClassifier(solver=...)``, tol 1e-6.
 * ``heads``: every token head at the sizes of §5 (N = 400, s = 16, d = 8, c = 4, planted labels,
-  β = 0.1·β_max and 0.01·β_max, cross-entropy, tol 1e-8): Newton vs FISTA, iterations and time.
+  β = 0.1·β_max and 0.01·β_max, cross-entropy, tol 1e-8): Newton, FISTA and auto, iterations and time.
 * ``fashion``: the nuclear-norm multinomial logistic head on Fashion-MNIST pixels average-pooled 4×4 (49 channels,
   or their first 16), each channel divided by its RMS, the first 2,000 training images, β ∈ {1e-2, 3e-3,
   1e-3}·β_max, tol 1e-4 and 1e-6: Newton's outer steps (more than 40 means it stalled and handed over to FISTA).
@@ -243,7 +243,7 @@ def part_heads(args: Any) -> list[dict]:
     rows = []
     for key, frac, make, x, y in head_cases(args):
         row: dict[str, Any] = {"head": key, "frac": frac}
-        for solver in ("newton", "fista"):
+        for solver in ("newton", "fista", "auto"):
             est = make(solver)
             t0 = time.perf_counter()
             with warnings.catch_warnings():
@@ -257,15 +257,20 @@ def part_heads(args: Any) -> list[dict]:
                 "rel_gap": est.certificate_.rel_gap,
             }
         rows.append(row)
-        print(f"{key} {frac:g}: newton {row['newton']['time']:.2f}s fista {row['fista']['time']:.2f}s")
+        print(
+            f"{key} {frac:g}: newton {row['newton']['time']:.2f}s fista {row['fista']['time']:.2f}s "
+            f"auto {row['auto']['time']:.2f}s"
+        )
     print_table(
-        ["head", "β/β_max", "Newton s (steps)", "FISTA s (iterations)", "FISTA/Newton", "rel. obj. diff"],
+        ["head", "β/β_max", "Newton s (steps)", "FISTA s (iterations)", "auto s (iterations)", "FISTA/Newton",
+         "rel. obj. diff"],
         [
             [
                 r["head"],
                 f"{r['frac']:g}",
                 f"{r['newton']['time']:.2f} ({r['newton']['n_iter']}, {r['newton']['status']})",
                 f"{r['fista']['time']:.2f} ({r['fista']['n_iter']}, {r['fista']['status']})",
+                f"{r['auto']['time']:.2f} ({r['auto']['n_iter']}, {r['auto']['status']})",
                 f"{r['fista']['time'] / r['newton']['time']:.1f}x",
                 f"{(r['newton']['objective'] - r['fista']['objective']) / r['fista']['objective']:+.1e}",
             ]

@@ -351,6 +351,12 @@ def test_tangent_jacobian_is_the_prox_jacobian(shape):
         torch.testing.assert_close(ours, full[tj.index], rtol=1e-10, atol=1e-12)
         assert float(full[[g for g in range(shape[0]) if g not in tj.index.tolist()]].abs().max()) == 0.0
         torch.testing.assert_close(tj.to_tangent(*tj.from_tangent(ours)), ours, rtol=1e-10, atol=1e-12)  # ... in T
+        # on the factors alone, without a (k, m, n) block: the same J H, also for a batch of right-hand sides
+        c, d = tj.apply_factors(sub.mT @ tj.left, sub @ tj.right)
+        torch.testing.assert_close(tj.left @ c.mT + d @ tj.right.mT, ours, rtol=1e-10, atol=1e-12)
+        both = torch.stack([sub, 2.0 * sub])
+        cb, db = tj.apply_factors(both.mT @ tj.left, both @ tj.right)
+        torch.testing.assert_close(tj.left @ cb.mT + db @ tj.right.mT, torch.stack([ours, 2.0 * ours]))
 
 
 def test_tangent_jacobian_refuses_other_forms():

@@ -61,11 +61,21 @@ class TangentJacobian:
     """(k, r) which columns of ``left`` and ``right`` are singular vectors (the others are zero padding)"""
     apply: Callable[[torch.Tensor], torch.Tensor]
     """``H ↦ J H`` on the (k, m, n) blocks ``index``"""
+    apply_factors: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    """``(Hᵀ L, H R) ↦ (C, D)`` with ``J H = L Cᵀ + D Rᵀ``, without forming a (k, m, n) block (optional; both
+    sides may carry leading batch dimensions)"""
 
     def to_tangent(self, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """``P_T H`` from ``C = Hᵀ L`` (k, n, r) and ``D = H R`` (k, m, r): ``L Cᵀ + D Rᵀ − L (Lᵀ D) Rᵀ``."""
         left, right = self.left, self.right
         return left @ c.mT + (d - left @ (left.mT @ d)) @ right.mT
+
+    def apply_to_factors(self, c: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Factors of ``J H`` from ``C = Hᵀ L`` and ``D = H R``: :attr:`apply_factors` where there is one, else
+        through the (k, m, n) blocks (:meth:`to_tangent`, :attr:`apply`, :meth:`from_tangent`)."""
+        if self.apply_factors is not None:
+            return self.apply_factors(c, d)
+        return self.from_tangent(self.apply(self.to_tangent(c, d)))
 
     def from_tangent(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Factors ``(C, D)`` with ``H = L Cᵀ + D Rᵀ`` for ``H ∈ T``: ``C = Hᵀ L``, ``D = (I − L Lᵀ) H R``."""
@@ -270,11 +280,8 @@ def _svt_jacobian(w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.T
     return _svt_jacobian_map(u, s, vh, t)
 
 
-def _svt_jacobian_map(
-    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """:func:`_svt_jacobian` from the thin SVD ``(U, σ, V₁ᵀ)`` of a batch of wide (m ≤ n) blocks."""
-    v = vh.mT
+def _svt_weights(s: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(Ω₁, Ω₂, g/σ)`` of :func:`_svt_jacobian` from the singular values ``s`` (…, m) of wide blocks."""
     g = (s - t).clamp_min(0.0)
     act = s > t
     si, sj = s.unsqueeze(-1), s.unsqueeze(-2)
@@ -286,6 +293,15 @@ def _svt_jacobian_map(
     den = si + sj
     om2 = torch.where(den > tiny, (gi + gj) / den.clamp_min(tiny), torch.zeros_like(den))
     om3 = torch.where(s > tiny, g / s.clamp_min(tiny), torch.zeros_like(s))
+    return om1, om2, om3
+
+
+def _svt_jacobian_map(
+    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`_svt_jacobian` from the thin SVD ``(U, σ, V₁ᵀ)`` of a batch of wide (m ≤ n) blocks."""
+    v = vh.mT
+    om1, om2, om3 = _svt_weights(s, t)
 
     def apply(h: torch.Tensor) -> torch.Tensor:
         uh = u.mT @ h  # (…, m, n)
@@ -294,6 +310,35 @@ def _svt_jacobian_map(
         core = om1 * sym + om2 * skew
         rest = uh - a @ vh  # Uᵀ H (I − V₁V₁ᵀ)
         return u @ (core @ vh + om3.unsqueeze(-1) * rest)
+
+    return apply
+
+
+def _svt_factor_map(
+    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float, rank: int
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`_svt_jacobian_map` on tangent factors of wide blocks: ``(Hᵀ L, H R) ↦ (C, D)`` with
+    ``J H = L Cᵀ + D Rᵀ``, ``L``, ``R`` the first ``rank`` columns of ``U``, ``V₁`` (masked to the active ones).
+
+    ``J H = U M V₁ᵀ + L diag(g/σ) Lᵀ H (I − V₁V₁ᵀ)`` with ``M = Ω₁∘sym(Ã) + Ω₂∘skew(Ã)``, and ``M`` needs ``Ã =
+    Uᵀ H V₁`` only in the rows and columns of active singular values (the weights vanish elsewhere): the rows are
+    ``(Hᵀ L)ᵀ V₁``, the columns ``Uᵀ (H R)``. So ``C = V₁ M[:r]ᵀ + (I − V₁V₁ᵀ) Hᵀ L diag(g/σ)`` and ``D`` is
+    ``U M[:, :r]`` with the active rows of ``M`` dropped; every product is (m or n) × m × r per block."""
+    v = vh.mT
+    om1, om2, om3 = _svt_weights(s, t)
+    act = s > t
+    active_rows = act[..., :rank, None]  # (k, r, 1)
+    keep = act[..., None, :rank].to(s.dtype)  # (k, 1, r): padding columns of L, R
+    inactive = (~act).to(s.dtype).unsqueeze(-1)  # (k, m, 1)
+    scale = om3[..., None, :rank]
+
+    def apply(hl: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = torch.zeros(*hl.shape[:-2], s.shape[-1], s.shape[-1], dtype=s.dtype, device=s.device)
+        a[..., :rank] = u.mT @ hr  # columns j ≤ rank of Ã (exact where j is active)
+        a[..., :rank, :] = torch.where(active_rows, hl.mT @ v, a[..., :rank, :])  # rows of active i
+        core = om1 * (0.5 * (a + a.mT)) + om2 * (0.5 * (a - a.mT))
+        c = v @ core[..., :rank, :].mT + (hl - v @ (v.mT @ hl)) * scale
+        return c * keep, u @ (core[..., :rank] * inactive)
 
     return apply
 
@@ -308,8 +353,16 @@ def _svt_tangent_jacobian(w: torch.Tensor, t: float) -> TangentJacobian | None:
         inner = _svt_tangent_jacobian(w.mT, t)
         if inner is None:
             return None
-        apply = inner.apply
-        return TangentJacobian(inner.index, inner.right, inner.left, inner.columns, lambda h: apply(h.mT).mT)
+        apply, factors = inner.apply, inner.apply_factors
+        assert factors is not None
+        return TangentJacobian(
+            inner.index,
+            inner.right,
+            inner.left,
+            inner.columns,
+            lambda h: apply(h.mT).mT,
+            lambda c, d: factors(d, c)[::-1],  # J Hᵀ = L' C'ᵀ + D' R'ᵀ with L' = R, R' = L
+        )
     u, s, vh = _svd(w)
     if not bool(torch.isfinite(s).all()):
         return None
@@ -325,6 +378,7 @@ def _svt_tangent_jacobian(w: torch.Tensor, t: float) -> TangentJacobian | None:
         right=vh[..., :rank, :].mT * keep,
         columns=columns,
         apply=_svt_jacobian_map(u, s, vh, t),
+        apply_factors=_svt_factor_map(u, s, vh, t, rank),
     )
 
 

@@ -172,7 +172,7 @@ class _Counted:
         def product(w: torch.Tensor) -> torch.Tensor:
             self.state.n_tangent += 1
             hl, hr = restricted.project(self._scale(w))
-            jl, jr = tangent.from_tangent(tangent.apply(tangent.to_tangent(hl, hr)))
+            jl, jr = tangent.apply_to_factors(hl, hr)
             return self._scale(restricted.lift(jl, jr))
 
         return product
