@@ -87,11 +87,12 @@ def _cvx_optimum(prob: CompositeProblem) -> float:
 # Operators and gates
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("c", [1, 3])
-@pytest.mark.parametrize("model", ["dense", "mlp"])
-def test_operator_forward_adjoint(model, c):
+@pytest.mark.parametrize("model,p", [("dense", P), ("mlp", 2), ("mlp", 3 * D)], ids=["dense", "mlp-few", "mlp-many"])
+def test_operator_forward_adjoint(model, p, c):
+    """The gated operator has two code paths: fewer gates than features, and more."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((N, D))
-    masks = (x @ rng.standard_normal((D, P)) >= 0).astype(np.float64)
+    masks = (x @ rng.standard_normal((D, p)) >= 0).astype(np.float64)
     xt = torch.tensor(x)
     op = DenseOperator(xt, c) if model == "dense" else GatedMLPOperator(xt, torch.tensor(masks), c)
     z = rng.standard_normal(op.z_shape)
@@ -100,7 +101,7 @@ def test_operator_forward_adjoint(model, c):
     if model == "dense":
         ref = x @ z
     else:
-        ref = sum(masks[:, [j]] * (x @ z[j]) for j in range(P))
+        ref = sum(masks[:, [j]] * (x @ z[j]) for j in range(p))
     np.testing.assert_allclose(op.forward(torch.tensor(z)).numpy(), ref, rtol=1e-12, atol=1e-12)
     # adjoint: ⟨A Z, G⟩ = ⟨Z, A* G⟩
     lhs = float((op.forward(torch.tensor(z)) * torch.tensor(g)).sum())
@@ -111,7 +112,7 @@ def test_operator_forward_adjoint(model, c):
     if model == "dense":
         a = np.kron(x, np.eye(c))  # vec_row(X Z) = (X ⊗ I_c) vec_row(Z)
     else:
-        a = np.hstack([np.kron(masks[:, [j]] * x, np.eye(c)) for j in range(P)])
+        a = np.hstack([np.kron(masks[:, [j]] * x, np.eye(c)) for j in range(p)])
     exact = np.linalg.norm(a, 2) ** 2
     est = op.norm_sq(n_iter=100)
     assert est <= exact * (1 + 1e-10)

@@ -44,7 +44,15 @@ class GatedMLPOperator(LinearOperator):
         return ws
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``Σ_j D_j X Z_j``: with more gates than features as ``Σ_i X[:, i] ∘ (D Z)[:, i]`` (one GEMM with the masks
+        and (N, d·c) temporaries), else as ``Σ_j D[:, j] ∘ (X Z_j)`` (one GEMM with X and (N, P·c) temporaries). The
+        two cost the same flops; the temporaries are what differ (2× at N = 10⁴, d = 50, P = 500, c = 1)."""
         p, d, c = self.z_shape
+        if p > d:
+            mz = torch.matmul(self.masks, z.reshape(p, d * c), out=self._workspace(d * c))
+            if c == 1:
+                return mz.mul_(self.x).sum(1, keepdim=True)
+            return torch.einsum("ndc,nd->nc", mz.view(-1, d, c), self.x)
         ws = self._workspace(p * c)
         if c == 1:
             torch.matmul(self.x, z[:, :, 0].T, out=ws)
@@ -53,7 +61,13 @@ class GatedMLPOperator(LinearOperator):
         return torch.einsum("npc,np->nc", ws.view(-1, p, c), self.masks)
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        """``(A* G)_j = Xᵀ D_j G``: as ``Dᵀ (X ⊗ G)`` with more gates than features, else ``Xᵀ (D ⊗ G)`` (see
+        :meth:`forward`)."""
         p, d, c = self.z_shape
+        if p > d:
+            ws = self._workspace(d * c)
+            torch.mul(self.x.unsqueeze(-1), g.unsqueeze(1), out=ws.view(-1, d, c))
+            return (self.masks.T @ ws).view(p, d, c)
         ws = self._workspace(p * c)
         if c == 1:
             torch.mul(self.masks, g, out=ws)
