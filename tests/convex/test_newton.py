@@ -4,6 +4,7 @@ test_cvxpy_agreement.py and for every head family in test_head_estimators.py / t
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -216,6 +217,11 @@ def test_auto_solver_hands_over_early_when_fista_would_take_long():
         flat.append(k, 0.0, 1.0, 1e-1 + 1e-3 * (k % 20))  # no progress of the best gap
     assert rule.handoff(flat)
     assert not AutoSolver(tol=1e-6, early_switch=None).handoff(slow)
+    assert AutoSolver(tol=0.0).handoff(fast)  # a zero gap is out of reach at any rate
+    unbounded = History()
+    for k in range(0, 101, 10):  # no finite dual bound until late: no rate to judge by
+        unbounded.append(k, 0.0, 1.0, math.inf if k < 90 else 1e-1)
+    assert not rule.handoff(unbounded)
     with pytest.raises(ValueError, match="early_switch"):
         AutoSolver(early_switch=0)
     # FISTA asks the rule at every check; a handover is reported as such and leaves a finite iterate

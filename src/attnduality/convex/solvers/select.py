@@ -72,10 +72,10 @@ class AutoSolver:
             return False
         best = list(itertools.accumulate(history.rel_gap, min))
         half = next(i for i, it in enumerate(history.n_iter) if it >= k // 2)
-        if not (best[-1] > 0 and best[half] > 0 and history.n_iter[half] < k):
+        if not (0 < best[-1] < math.inf and 0 < best[half] < math.inf and history.n_iter[half] < k):
             return False
         rate = math.log(best[-1] / best[half]) / (k - history.n_iter[half])  # log-gap per iteration
-        if not rate < 0:
+        if not rate < 0 or self.tol <= 0:  # no progress, or a gap of zero that no rate reaches
             return True
         return math.log(self.tol / best[-1]) / rate > _HANDOFF_RATIO * k
 
