@@ -182,9 +182,12 @@ def test_estimator_solver_parameter():
 
 
 def test_auto_solver_switches_once_fista_is_slow():
-    easy = _problem("squared", 1, frac=0.5)
+    easy = _problem("logistic", 1, frac=0.5)
     res = AutoSolver(tol=1e-8).run(easy)
-    assert res.status == "converged" and res.n_iter < 300  # FISTA alone
+    assert res.status == "converged" and res.n_iter < 100  # FISTA alone
+    squared = _problem("squared", 2, frac=1e-2)  # the squared loss: one exact Newton step, no FISTA first
+    res = AutoSolver(tol=1e-8).run(squared)
+    assert res.status == "converged" and res.n_iter == 1 and res.history.n_iter == [0, 1]
     hard = _problem("cross_entropy", 3, seed=3, frac=1e-3)
     res = AutoSolver(tol=1e-8, switch_iter=50).run(hard)
     ref = SemismoothNewton(tol=1e-8).run(hard)

@@ -124,9 +124,9 @@ def test_attention_regressor_float32_at_1e3_stops_cleanly() -> None:
     x, y, _ = _tokens()
     est = ConvexAttentionRegressor(n_gates=3, dtype="float32", random_state=0)
     msg = _fit_and_warning(est, 1e3 * x, y)
-    # auto: FISTA (the gap stuck at 1 hands it to Newton after 100 iterations), a Newton step that finds no decrease,
-    # then FISTA from the best iterate until neither bound moves: 3,191 iterations
-    assert est.status_ == "stalled" and est.n_iter_ < 3500
+    # auto on the squared loss: a Newton step that finds no decrease at float32's precision, then FISTA from the best
+    # iterate until neither bound moves (3,791 iterations; the budget it would run to without the stall rule: 10,000)
+    assert est.status_ == "stalled" and est.n_iter_ < 4000
     assert math.isfinite(est.objective_) and math.isfinite(est.certificate_.rel_gap)
     assert est.objective_ == min(est.history_.objective)  # the best iterate is kept
     assert est.objective_ < 0.05  # far below the 0.5866 of Z = 0: it did fit

@@ -2,7 +2,8 @@
 
 Every estimator minimises ``(1/N) Σ_i L(f(x_i), y_i) + β · penalty`` on the data as given (no rescaling), solves
 it with ``solver`` (``"auto"``: FISTA, then the semismooth Newton solver where FISTA is slow to certify the fit, after
-100–300 iterations; ``"fista"``; ``"newton"``; see :mod:`attnduality.convex.solvers.select`) and exposes
+100–300 iterations, and Newton alone for the squared loss; ``"fista"``; ``"newton"``; see
+:mod:`attnduality.convex.solvers.select`) and exposes
 ``objective_``, ``certificate_`` (a :class:`~attnduality.convex.certificates.Certificate`), ``status_``,
 ``n_iter_`` and ``history_``. A solve that does not reach ``tol`` keeps its best iterate, says so in ``status_``
 (``max_iter``, ``max_time``, ``stalled``: no progress left at the dtype's precision, or ``diverged``) and raises a

@@ -85,9 +85,8 @@ class _MLPHead(ConvexEstimator):
 class ConvexMLPRegressor(RegressorTask, _MLPHead):
     """Convex two-layer (gated) ReLU network for regression, squared loss (Sahiner et al. eq. (5)/(8)).
 
-    Gated ReLU solves ``min_Z (1/2N)‖Σ_j D_j X Z_j − Y‖² + β Σ_j ‖Z_j‖_*`` with ``solver`` (``"auto"``: FISTA, then
-    the semismooth Newton solver where FISTA is slow to certify it, after 100–300 iterations; ``"fista"``;
-    ``"newton"``);
+    Gated ReLU solves ``min_Z (1/2N)‖Σ_j D_j X Z_j − Y‖² + β Σ_j ‖Z_j‖_*`` with ``solver`` (``"auto"``: the
+    semismooth Newton solver, whose model of the squared loss is exact; ``"fista"``; ``"newton"``);
     ``activation="relu"`` adds the cone constraints ``(2D_j − I) X V_j ≥ 0`` on ``Z_j = V_j − W_j``
     (projection-based exact prox), solved by FISTA.
     """

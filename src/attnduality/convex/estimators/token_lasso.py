@@ -364,7 +364,7 @@ _PARAMS_DOC = """
         ``"newton"``: proximal Newton with a semismooth Newton augmented-Lagrangian inner solver
         (:mod:`attnduality.convex.solvers.newton`); ``"fista"``: accelerated proximal gradient; ``"auto"``: FISTA,
         then Newton from its best point where FISTA is slow to certify the fit, after 100–300 iterations (``max_iter``
-        counts both).
+        counts both); Newton alone for the squared loss (regressors).
     random_state : int, RandomState instance or None, default=None
         Seeds the gate sampler.
     device : str, default="cpu"
