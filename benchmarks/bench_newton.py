@@ -263,8 +263,15 @@ def part_heads(args: Any) -> list[dict]:
             f"auto {row['auto']['time']:.2f}s"
         )
     print_table(
-        ["head", "β/β_max", "Newton s (steps)", "FISTA s (iterations)", "auto s (iterations)", "FISTA/Newton",
-         "rel. obj. diff"],
+        [
+            "head",
+            "β/β_max",
+            "Newton s (steps)",
+            "FISTA s (iterations)",
+            "auto s (iterations)",
+            "FISTA/Newton",
+            "rel. obj. diff",
+        ],
         [
             [
                 r["head"],
