@@ -46,7 +46,8 @@ Jacobian and ``S`` averaged saved nothing (BENCHMARKS.md §7, ``benchmarks/bench
 Where the penalty's Jacobian has a tangent form (nuclear norms: only the active singular pairs of the active blocks
 matter, :class:`~attnduality.convex.penalties.TangentJacobian`) and the operator maps such factors cheaply
 (:meth:`~attnduality.convex.operators.base.LinearOperator.tangent_map`; the gated MLP), each CG product applies
-``A J A*`` to the factors only: 1.73× less time on the quickstart's Newton solve (BENCHMARKS.md §7).
+``A J A*`` to the factors only: 1.73× less time on the quickstart's Newton solve, and ``J`` acting on the factors
+themselves (:attr:`~attnduality.convex.penalties.TangentJacobian.apply_factors`) another 1.08× (BENCHMARKS.md §7).
 
 Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no cheap Jacobian) and the
 streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per full data pass are out
