@@ -225,17 +225,34 @@ def _lapack_svdvals(z: torch.Tensor) -> torch.Tensor:
         return torch.linalg.svdvals(z.to(torch.float64)).to(z.dtype)
 
 
+_last_svd: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+
+
 def _svd(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD of a batch (…, m, n). Tall (or wide) blocks are first reduced by QR to their small square factor:
-    LAPACK's batched SVD of tall blocks is several times slower than QR followed by an SVD of the n×n factor."""
+    """Thin SVD of a batch (…, m, n), remembered for the last input: the Newton solver asks for the prox and then the
+    prox Jacobian at the same point, and its line search ends at the point of the next prox. The factors are shared
+    with the caller, who must not modify them in place."""
+    global _last_svd
+    if z.shape[-1] >= 2 * z.shape[-2]:  # wide: the transposed (tall) blocks' SVD, so that both orientations share it
+        u, s, vh = _svd(z.mT)
+        return vh.mT, s, u.mT
+    last = _last_svd
+    if last is not None and last[0].shape == z.shape and last[0].dtype == z.dtype and last[0].device == z.device:
+        if torch.equal(last[0], z):
+            return last[1]
+    result = _thin_svd(z)
+    _last_svd = (z.clone(), result)
+    return result
+
+
+def _thin_svd(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of a batch (…, m, n) that is not wide. Tall blocks are first reduced by QR to their small square
+    factor: LAPACK's batched SVD of tall blocks is several times slower than QR followed by an SVD of the n×n factor."""
     m, n = z.shape[-2], z.shape[-1]
     if m >= 2 * n:
         q, r = torch.linalg.qr(z)
         u, s, vh = _lapack_svd(r)
         return q @ u, s, vh
-    if n >= 2 * m:
-        u, s, vh = _svd(z.mT)
-        return vh.mT, s, u.mT
     return _lapack_svd(z)
 
 
