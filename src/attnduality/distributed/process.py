@@ -163,6 +163,9 @@ def _launch_entry(
     try:
         result = fn(*args)
         torch.save(result, Path(out) / f"rank{local}.pt")
+        # every rank tears down together: a rank whose peer has already closed its gloo connections can abort in a
+        # background thread at exit ("terminate called without an active exception", SIGABRT)
+        dist.barrier()
     finally:
         shutdown()
 
