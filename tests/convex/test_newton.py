@@ -230,6 +230,8 @@ def test_auto_solver_hands_over_early_when_fista_would_take_long():
     # FISTA asks the rule at every check; a handover is reported as such and leaves a finite iterate
     res = FISTA(tol=1e-12, max_iter=500, handoff=lambda h: h.n_iter[-1] >= 40).run(_problem("squared", 1))
     assert res.status == "handoff" and res.n_iter == 40
+    with pytest.raises(ValueError, match="handoff must be None or a callable"):
+        FISTA(handoff=100).run(_problem("squared", 1))  # checked with stall_window, where the solve starts
     # on a problem FISTA is slow on, auto hands over after early_switch FISTA iterations, and certifies the optimum
     hard = _problem("cross_entropy", 3, seed=3, frac=1e-3)
     fista_part = FISTA(tol=1e-8, max_iter=300, handoff=AutoSolver(tol=1e-8).handoff).run(hard)

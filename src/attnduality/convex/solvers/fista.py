@@ -100,6 +100,8 @@ class SolveMonitor:
     ) -> None:
         if stall_window is not None and (not isinstance(stall_window, int) or stall_window < 1):
             raise ValueError(f"stall_window must be None or an int >= 1, got {stall_window!r}")
+        if handoff is not None and not callable(handoff):
+            raise ValueError(f"handoff must be None or a callable taking the History, got {handoff!r}")
         self.problem, self.tol, self.max_iter, self.max_time = problem, tol, max_iter, max_time
         self.stall_window, self.handoff = stall_window, handoff
         self.start = time.perf_counter()

@@ -102,8 +102,7 @@ class AutoSolver:
             )
             res = fista.run(problem, z0, callback)
             if res.status not in ("max_iter", "handoff") or not newton_ok or res.n_iter >= self.max_iter:
-                res.status = "max_iter" if res.status == "handoff" else res.status
-                return res
+                return res  # a handoff is never the status here: at max_iter the monitor stops before asking
             left = None if self.max_time is None else self.max_time - (time.perf_counter() - start)
             if left is not None and left <= 0:
                 res.status = "max_time"
