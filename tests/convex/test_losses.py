@@ -207,3 +207,28 @@ def test_get_loss():
     assert get_loss("logistic") is LogisticLoss
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         get_loss("hinge")
+
+
+@pytest.mark.parametrize("name", ["squared", "cross_entropy", "logistic"])
+@pytest.mark.parametrize("mu", [1e-2, 1e-12])
+def test_hessian_factor_squares_to_the_damped_hessian(name, mu):
+    """``SᵀS = ∇²f(U) + μI`` per sample, ``solve_t`` inverts ``apply_t``, and ``apply`` is ``S`` itself; also where the
+    softmax is nearly one-hot and μ tiny (the cross-entropy factor's ``1 − ‖q‖²`` is computed without cancellation)."""
+    loss, u, gen = _make(name)
+    u = u.clone()
+    u[0] = 0.0
+    u[0, 0] = 40.0  # p ≈ e₁ to 1e-17
+    factor = loss.hessian_factor(u, mu)
+    c = u.shape[1]
+    eye = torch.eye(c, dtype=u.dtype)
+    s = torch.stack([factor.apply(eye[j].expand(N, c)) for j in range(c)], dim=-1)  # (N, c, c): S e_j in column j
+    damped = loss.hessian(u) + mu * eye
+    torch.testing.assert_close(s.mT @ s, damped, rtol=1e-9, atol=1e-15)  # entries up to 1/N; rounding of the reference
+    v = torch.randn(N, c, generator=gen, dtype=u.dtype)
+    torch.testing.assert_close(factor.apply_t(v), (s.mT @ v.unsqueeze(-1)).squeeze(-1), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(factor.solve_t(factor.apply_t(v)), v, rtol=1e-7, atol=1e-9)
+    assert (factor.scalar is None) == (c > 1)
+    if c == 1:
+        torch.testing.assert_close(factor.scalar, s[:, 0, 0])
+    with pytest.raises(ValueError, match="mu must be > 0"):
+        loss.hessian_factor(u, 0.0)

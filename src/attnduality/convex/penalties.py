@@ -344,18 +344,24 @@ def _svt_factor_map(
     v = vh.mT
     om1, om2, om3 = _svt_weights(s, t)
     act = s > t
-    active_rows = act[..., :rank, None]  # (k, r, 1)
-    keep = act[..., None, :rank].to(s.dtype)  # (k, 1, r): padding columns of L, R
+    # M = W_a∘Ã + W_b∘Ãᵀ with W_a = (Ω₁ + Ω₂)/2, W_b = (Ω₁ − Ω₂)/2. Its active rows i need Ã[i, :] = (Hᵀ L)ᵀ V₁ and
+    # Ã[:, i] = Uᵀ (H R) (both exact where i is active); its columns j < r at inactive rows i need Ã[i, j] = Uᵀ (H R)
+    # and Ã[j, i] = (Hᵀ L)ᵀ V₁ (the weights vanish unless j is active). Masking the weights keeps padding out of C and
+    # active rows out of D.
+    w_a, w_b = 0.5 * (om1 + om2), 0.5 * (om1 - om2)
+    rows = act[..., :rank, None].to(s.dtype)  # (k, r, 1)
     inactive = (~act).to(s.dtype).unsqueeze(-1)  # (k, m, 1)
-    scale = om3[..., None, :rank]
+    wa_rows, wb_rows = w_a[..., :rank, :] * rows, w_b[..., :rank, :] * rows
+    wa_cols, wb_cols = w_a[..., :rank] * inactive, w_b[..., :rank] * inactive
+    scale = om3[..., None, :rank]  # g/σ, zero at padding columns
 
     def apply(hl: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = torch.zeros(*hl.shape[:-2], s.shape[-1], s.shape[-1], dtype=s.dtype, device=s.device)
-        a[..., :rank] = u.mT @ hr  # columns j ≤ rank of Ã (exact where j is active)
-        a[..., :rank, :] = torch.where(active_rows, hl.mT @ v, a[..., :rank, :])  # rows of active i
-        core = om1 * (0.5 * (a + a.mT)) + om2 * (0.5 * (a - a.mT))
-        c = v @ core[..., :rank, :].mT + (hl - v @ (v.mT @ hl)) * scale
-        return c * keep, u @ (core[..., :rank] * inactive)
+        x1 = u.mT @ hr  # Ã[:, :r]
+        x2 = v.mT @ hl  # Ã[:r, :]ᵀ
+        m_rows = wa_rows * x2.mT + wb_rows * x1.mT  # M[:r, :]
+        m_cols = wa_cols * x1 + wb_cols * x2  # M[:, :r] at inactive rows
+        # C = V₁ M[:r]ᵀ + (I − V₁V₁ᵀ) Hᵀ L diag(g/σ)
+        return (v @ (m_rows.mT - x2 * scale)).add_(hl * scale), u @ m_cols
 
     return apply
 

@@ -3,9 +3,9 @@
 Outer loop (proximal Newton; Lee, Sun & Saunders 2014). At ``Z_k`` with predictions ``U_k = A(Z_k)`` the loss is
 replaced by its quadratic model ``⟨∇f, A Δ⟩ + ½ ⟨A Δ, Q A Δ⟩`` with ``Q = ∇²f(U_k) + μ_k I`` (block diagonal over
 samples; ``μ_k`` a Levenberg–Marquardt damping that vanishes with the duality gap, zero for the squared loss).
-Writing ``Q = S²`` per sample turns the model into the least-squares program
+Writing ``Q = SᵀS`` per sample turns the model into the least-squares program
 
-    ``min_Z ½ ‖B Z − b‖² + β R(Z)``,  ``B = S∘A``,  ``b = S U_k − S⁻¹ ∇f(U_k)``,
+    ``min_Z ½ ‖B Z − b‖² + β R(Z)``,  ``B = S∘A``,  ``b = S U_k − S⁻ᵀ ∇f(U_k)``,
 
 whose solution gives the search direction; an Armijo line search on the true objective along it keeps the method
 globally convergent. For the squared loss the model is exact and one outer step solves the problem.
@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import torch
 
 from ..certificates import Certificate
-from ..losses import SquaredLoss
+from ..losses import HessianFactor, SquaredLoss
 from ..operators.base import LinearOperator
 from ..penalties import Penalty
 from ..problem import CompositeProblem
@@ -120,38 +120,42 @@ class NewtonState:
     sigma: float | None = None
     """The augmented-Lagrangian parameter the next SSNAL solve starts from (``None``: ``1/‖B‖²``)."""
     dual_point: tuple[torch.Tensor, torch.Tensor] | None = None
-    """``(Θ, A*Θ)`` from the last SSNAL multiplier ``y`` (``Θ = S y`` projected into ``dom f*``; ``y/N`` for the
+    """``(Θ, A*Θ)`` from the last SSNAL multiplier ``y`` (``Θ = Sᵀ y`` projected into ``dom f*``; ``y/N`` for the
     squared loss), a second dual candidate of the certificate: it converges with the objective where ``∇f(AZ)``
     converges like its square root."""
     stalled: bool = False
     """Set when a step found no decrease (rounding: float32 below about 1e-5 relative gap)."""
     sigma_max: float | None = None
     """``10¹⁰/‖B‖²``, the cap on σ (set by the first SSNAL solve)."""
+    test_block: torch.Tensor | None = None
+    """The Nyström sketch's orthonormal test vectors, one per row (drawn at the first sketch)."""
 
 
 class _Counted:
-    """``A`` and ``A*`` composed with the per-sample factor ``S``, counting applications."""
+    """``B = S∘A`` and ``Bᵀ = A*∘Sᵀ`` with the per-sample factor ``S`` (``None``: the identity), counting
+    applications."""
 
-    def __init__(self, problem: CompositeProblem, s: torch.Tensor | None, state: NewtonState) -> None:
+    def __init__(self, problem: CompositeProblem, s: HessianFactor | None, state: NewtonState) -> None:
         self.op, self.s, self.state = problem.operator, s, state
 
-    def _scale(self, v: torch.Tensor) -> torch.Tensor:
-        if self.s is None:
-            return v
-        if self.s.shape[-1] == 1:
-            return self.s[:, :, 0] * v
-        return (self.s @ v.unsqueeze(-1)).squeeze(-1)
+    def scale(self, v: torch.Tensor) -> torch.Tensor:
+        """``S v``."""
+        return v if self.s is None else self.s.apply(v)
+
+    def scale_t(self, v: torch.Tensor) -> torch.Tensor:
+        """``Sᵀ v``."""
+        return v if self.s is None else self.s.apply_t(v)
 
     def fwd(self, z: torch.Tensor) -> torch.Tensor:
         self.state.n_products += 1
-        return self._scale(self.op.forward(z))
+        return self.scale(self.op.forward(z))
 
     def adj(self, y: torch.Tensor) -> torch.Tensor:
         self.state.n_products += 1
-        return self.op.adjoint(self._scale(y))
+        return self.op.adjoint(self.scale_t(y))
 
     def jacobian_product(self, pen: Penalty, v: torch.Tensor, thr: float) -> Map:
-        """``w ↦ B J Bᵀ w = S A J A* S w`` for ``J ∈ ∂prox_{thr·R}(v)``. Through the operator's tangent map where
+        """``w ↦ B J Bᵀ w = S A J A* Sᵀ w`` for ``J ∈ ∂prox_{thr·R}(v)``. Through the operator's tangent map where
         the penalty and the operator have one (:class:`~attnduality.convex.penalties.TangentJacobian`): the active
         blocks are few and of low rank near a solution, and ``A*``, ``J``, ``A`` then act on their factors only.
         Elsewhere ``A*``, ``J`` and ``A`` on full ``Z``."""
@@ -174,9 +178,9 @@ class _Counted:
 
         def product(w: torch.Tensor) -> torch.Tensor:
             self.state.n_tangent += 1
-            hl, hr = restricted.project(self._scale(w))
+            hl, hr = restricted.project(self.scale_t(w))
             jl, jr = tangent.apply_to_factors(hl, hr)
-            return self._scale(restricted.lift(jl, jr))
+            return self.scale(restricted.lift(jl, jr))
 
         return product
 
@@ -214,7 +218,7 @@ def _cg(
 
 
 class _DualPreconditioner:
-    """``(I + σ₀ S K₀ S)⁻¹`` for the SSNAL systems ``(I + σ S A J A* S) d = r`` of a single-output problem.
+    """``(I + σ₀ S K₀ S)⁻¹`` for the SSNAL systems ``(I + σ S A J A* Sᵀ) d = r`` of a single-output problem.
 
     ``K₀ = A J₀ A*`` is formed explicitly by the operator (:meth:`~attnduality.convex.operators.base.LinearOperator.
     dual_gram`, from the penalty's :meth:`~attnduality.convex.penalties.Penalty.block_jacobian`) and factored by
@@ -242,14 +246,14 @@ class _DualPreconditioner:
         self.wanted = self.enabled and n_cg > _PRECOND_LIMIT
 
     def factor(self, v: torch.Tensor, thr: float, sigma: float) -> torch.Tensor | None:
-        """The Cholesky factor of ``I + σ S A J A* S`` at ``J ∈ ∂prox_{thr·R}(v)`` (``None`` if rounding made it
+        """The Cholesky factor of ``I + σ S A J A* Sᵀ`` at ``J ∈ ∂prox_{thr·R}(v)`` (``None`` if rounding made it
         indefinite)."""
         a, u = self.pen.block_jacobian(v, thr)  # type: ignore[misc]  # enabled implies a block form
         k = self.ops.op.dual_gram(a, u)
         assert k is not None
-        s = self.ops.s
+        s = None if self.ops.s is None else self.ops.s.scalar
         if s is not None:
-            k = s[:, 0, 0, None] * k * s[:, 0, 0]
+            k = s[:, None] * k * s
         k.mul_(sigma).diagonal().add_(1.0)
         chol, info = torch.linalg.cholesky_ex(k)
         return chol if int(info) == 0 else None
@@ -270,7 +274,7 @@ class _DualPreconditioner:
 
 
 class _NystromPreconditioner:
-    """A randomized Nyström approximation ``U Λ Uᵀ`` of ``H = S A J A* S`` for the systems ``(I + σH) d = r``
+    """A randomized Nyström approximation ``U Λ Uᵀ`` of ``H = S A J A* Sᵀ`` for the systems ``(I + σH) d = r``
     (Frangella, Tropp & Udell 2023, Alg. 2.1 and eq. (5.3)): ``P⁻¹ = (σλ_ℓ + 1) U (σΛ + I)⁻¹ Uᵀ + I − UUᵀ`` at the
     current σ. The rank-``rank`` sketch costs that many system products; it is taken from the system of a
     solve that needed more than ``_NYSTROM_LIMIT`` iterations and kept until another solve does (the data's dominant
@@ -298,35 +302,46 @@ class _NystromPreconditioner:
         self.wanted = self.enabled and n_cg > _NYSTROM_LIMIT
 
     def sketch(self, system: Map, sigma: float) -> None:
-        """Take the sketch from ``system = I + σH`` (``rank`` products of it)."""
+        """Take the sketch from ``system = I + σH`` (``rank`` products of it). The blocks are held transposed, one
+        row per test vector, so that each product reads and writes contiguous memory."""
         n, rank = math.prod(self.shape), self.rank
         self.wanted = False
         self.ops.state.n_precond += 1
         self.basis = self.lam = None
-        signs = torch.randint(0, 2, (n, rank), generator=self.gen).to(dtype=self.dtype, device=self.device)
-        omega = _orthonormal(signs.mul_(2.0).sub_(1.0))  # Rademacher: as good a test matrix, 2.5× cheaper to draw
+        omega = self._test_block(n)
         if omega is None:
             return
         y = torch.empty_like(omega)
         for j in range(rank):
-            y[:, j] = system(omega[:, j].reshape(self.shape)).reshape(-1)
-        y.sub_(omega).div_(sigma)  # H Ω
+            y[j] = system(omega[j].view(self.shape)).reshape(-1)
+        y.sub_(omega).div_(sigma)  # (H Ω)ᵀ
         nu = math.sqrt(n) * torch.finfo(self.dtype).eps * float(y.norm())
         y += nu * omega
-        chol, info = torch.linalg.cholesky_ex(omega.T @ y)
+        chol, info = torch.linalg.cholesky_ex(omega @ y.T)
         if int(info) != 0:  # rounding made ΩᵀHΩ indefinite: no preconditioner until the next sketch
             return
-        b = torch.linalg.solve_triangular(chol, y.T, upper=False).T
-        # the SVD of the tall b from the eigenvectors of bᵀb (a tenth of the time of a tall SVD). Directions whose
-        # squared singular value is at rounding level are dropped; a kept column is off by about eps·σ_max²/σ_i², so
-        # the columns that P⁻¹ weights most (the largest σ) are accurate and P⁻¹ stays symmetric positive definite
-        ev, w = torch.linalg.eigh(b.T @ b)
+        b = torch.linalg.solve_triangular(chol, y, upper=False)  # (rank, n): the sketch's factor, transposed
+        # the SVD of the tall factor from the eigenvectors of its Gram matrix (a tenth of the time of a tall SVD).
+        # Directions whose squared singular value is at rounding level are dropped; a kept column is off by about
+        # eps·σ_max²/σ_i², so the columns that P⁻¹ weights most (the largest σ) are accurate and P⁻¹ stays symmetric
+        # positive definite
+        ev, w = torch.linalg.eigh(b @ b.T)
         if not float(ev[-1]) > 0:
             return
         keep = ev > _GRAM_FLOOR * torch.finfo(b.dtype).eps * float(ev[-1])
         ev, w = ev[keep].flip(0), w[:, keep].flip(1)  # descending
-        self.basis = b @ (w * ev.rsqrt())
+        self.basis = (w * ev.rsqrt()).T @ b  # (kept, n): Uᵀ
         self.lam = (ev - nu).clamp_min(0.0)
+
+    def _test_block(self, n: int) -> torch.Tensor | None:
+        """The orthonormal test vectors Ωᵀ (rank, n): random signs, drawn once per solve and kept in the state (a fixed
+        test block sketches each new system as well as a fresh one)."""
+        state = self.ops.state
+        omega = state.test_block
+        if omega is None or tuple(omega.shape) != (self.rank, n) or omega.dtype != self.dtype:
+            signs = torch.randint(0, 2, (self.rank, n), generator=self.gen).to(dtype=self.dtype, device=self.device)
+            omega = state.test_block = _orthonormal(signs.mul_(2.0).sub_(1.0))  # Rademacher: 2.5× cheaper to draw
+        return omega
 
     def get(self, v: torch.Tensor, thr: float, sigma: float, system: Map) -> Map | None:
         if self.wanted:
@@ -343,19 +358,19 @@ class _NystromPreconditioner:
 
         def apply(r: torch.Tensor) -> torch.Tensor:
             flat = r.reshape(-1)
-            return torch.addmv(flat, basis, weight * (basis.T @ flat)).reshape(shape)
+            return torch.addmv(flat, basis.T, weight * (basis @ flat)).reshape(shape)
 
         return apply
 
 
 def _orthonormal(omega: torch.Tensor) -> torch.Tensor | None:
-    """``Ω (ΩᵀΩ)^{-1/2}`` by Cholesky QR: for a random sign block with at least 4× more rows than columns ``ΩᵀΩ`` is
-    well conditioned, so this is orthonormal to rounding at a fifth of Householder QR's cost (``None`` if rounding
-    broke the Cholesky factorisation)."""
-    chol, info = torch.linalg.cholesky_ex(omega.T @ omega)
+    """Orthonormal rows spanning those of ``omega`` (k, n), by Cholesky QR: for a random sign block with ``n ≥ 4k``
+    the Gram matrix is well conditioned, so the rows are orthonormal to rounding at a fifth of Householder QR's cost
+    (``None`` if rounding broke the Cholesky factorisation)."""
+    chol, info = torch.linalg.cholesky_ex(omega @ omega.T)
     if int(info) != 0:
         return None
-    return torch.linalg.solve_triangular(chol, omega.T, upper=False).T
+    return torch.linalg.solve_triangular(chol, omega, upper=False)
 
 
 def _preconditioner(
@@ -427,24 +442,15 @@ class SemismoothNewton:
     # --- the outer step -------------------------------------------------------------------------------------
     def _factor(
         self, problem: CompositeProblem, state: NewtonState, g: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """``S`` with ``S² = ∇²f(U) + μI`` per sample (``None`` for the squared loss, whose ``S = I/√N`` is folded
-        into ``b`` and ``β``), and ``b``; ``g = ∇f(U)``."""
+    ) -> tuple[HessianFactor | None, torch.Tensor]:
+        """``S`` with ``SᵀS = ∇²f(U) + μI`` per sample (``None`` for the squared loss, whose ``S = I/√N`` is folded
+        into ``b`` and ``β``), and ``b = S U − S⁻ᵀ ∇f(U)``; ``g = ∇f(U)``."""
         loss, u = problem.loss, state.u
         if isinstance(loss, SquaredLoss):
             return None, u - loss.n_samples * g  # = Y: the inner problem is N times the original one
         mu = loss.lipschitz() * _DAMPING * min(1.0, max(state.rel_gap, 1e-10))
-        h = loss.hessian(u)
-        c = h.shape[-1]
-        if c == 1:
-            s = (h + mu).sqrt()
-            return s, s[:, :, 0] * u - g / s[:, :, 0]
-        lam, vec = torch.linalg.eigh(h + mu * torch.eye(c, dtype=h.dtype, device=h.device))
-        lam = lam.clamp_min(mu)
-        s = (vec * lam.sqrt().unsqueeze(-2)) @ vec.mT
-        s_inv = (vec * lam.rsqrt().unsqueeze(-2)) @ vec.mT
-        b = (s @ u.unsqueeze(-1)).squeeze(-1) - (s_inv @ g.unsqueeze(-1)).squeeze(-1)
-        return s, b
+        s = loss.hessian_factor(u, mu)
+        return s, s.apply(u) - s.solve_t(g)
 
     def step(self, problem: CompositeProblem, state: NewtonState, inner_tol: float, deadline: float) -> NewtonState:
         """One proximal Newton step: solve the least-squares model by SSNAL, then an Armijo search along it."""
@@ -458,8 +464,8 @@ class SemismoothNewton:
         if s is None:
             n = loss.n_samples
             state.dual_point = (y / n, bty / n)
-        else:  # Θ = S y has A*Θ = Bᵀy; projected into dom f*, it needs one adjoint
-            theta = loss.project_dual(ops._scale(y))
+        else:  # Θ = Sᵀ y has A*Θ = Bᵀy; projected into dom f*, it needs one adjoint
+            theta = loss.project_dual(ops.scale_t(y))
             state.dual_point = (theta, problem.operator.adjoint(theta))
             state.n_products += 1
         u_hat = problem.operator.forward(z_hat)
