@@ -30,6 +30,7 @@ from attnduality.convex import (
     solve_path,
 )
 from attnduality.convex.solvers import AutoSolver, History, SemismoothNewton, make_solver, solver_threads
+from attnduality.convex.solvers.newton import NewtonState, _Counted
 
 PENALTIES = [
     (BlockNuclearNorm(), (3, 5, 8)),
@@ -403,6 +404,15 @@ def test_gated_mlp_tangent_map_is_a_j_a_adjoint():
     cl = torch.randn(hl.shape, generator=gen, dtype=torch.float64) * tj.columns[:, None, :]
     cr = torch.randn(hr.shape, generator=gen, dtype=torch.float64) * tj.columns[:, None, :]
     assert float((tm.lift(cl, cr) * y).sum()) == pytest.approx(float((cl * hl).sum() + (cr * hr).sum()), rel=1e-12)
+    torch.testing.assert_close(tm.lift(cl, None), tm.lift(cl, torch.zeros_like(cr)), rtol=1e-12, atol=1e-14)
+    # the solver's image of P = prox(W) through the same tangent map (P's active blocks are L (PᵀL)ᵀ)
+    prob = CompositeProblem(CrossEntropyLoss(torch.zeros(n, dtype=torch.long)), op, pen, 1.0)
+    state = NewtonState(z=w, u=op.forward(w))
+    ops = _Counted(prob, None, state)
+    product, image = ops.linearize(pen, w, 1.0)
+    torch.testing.assert_close(image(pen.prox(w, 1.0)), op.forward(pen.prox(w, 1.0)), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(product(y), op.forward(jac(op.adjoint(y))), rtol=1e-10, atol=1e-12)
+    assert state.n_tangent == 2 and state.n_products == 0
     wrong = pen.tangent_jacobian(_low_rank_blocks((p, d + 1, c), gen), 1.0)
     with pytest.raises(ValueError, match="tangent_map needs blocks of shape"):
         op.tangent_map(wrong)

@@ -23,8 +23,8 @@ class TangentMap(ABC):
     ``project`` are adjoint to each other."""
 
     @abstractmethod
-    def lift(self, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """``A(Z)`` for ``Z[index] = L Cᵀ + D Rᵀ`` (zero on the other blocks), shape (N, c)."""
+    def lift(self, c: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
+        """``A(Z)`` for ``Z[index] = L Cᵀ + D Rᵀ`` (zero on the other blocks; ``d = None``: ``D = 0``), shape (N, c)."""
 
     @abstractmethod
     def project(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

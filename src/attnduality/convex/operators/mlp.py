@@ -140,8 +140,10 @@ class _GatedTangent(TangentMap):
         hr = self._spread(self.x.T @ (y @ self.right.T).mul_(self.masks), d)  # H_g R_g = Xᵀ D_g y R_g
         return hl, hr
 
-    def lift(self, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def lift(self, c: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
         k, n_features, r, n_outputs = self.shape
         out = self.g @ c.mT.reshape(k * r, n_outputs)[self.pairs]
+        if d is None:
+            return out
         xd = (self.x @ d.permute(1, 0, 2).reshape(n_features, k * r)[:, self.pairs]).mul_(self.masks)
         return out.addmm_(xd, self.right)

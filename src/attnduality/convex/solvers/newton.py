@@ -154,16 +154,18 @@ class _Counted:
         self.state.n_products += 1
         return self.op.adjoint(self.scale_t(y))
 
-    def jacobian_product(self, pen: Penalty, v: torch.Tensor, thr: float) -> Map:
-        """``w ↦ B J Bᵀ w = S A J A* Sᵀ w`` for ``J ∈ ∂prox_{thr·R}(v)``. Through the operator's tangent map where
-        the penalty and the operator have one (:class:`~attnduality.convex.penalties.TangentJacobian`): the active
-        blocks are few and of low rank near a solution, and ``A*``, ``J``, ``A`` then act on their factors only.
-        Elsewhere ``A*``, ``J`` and ``A`` on full ``Z``."""
+    def linearize(self, pen: Penalty, v: torch.Tensor, thr: float) -> tuple[Map, Map]:
+        """``(w ↦ B J Bᵀ w, P ↦ B P)`` for ``J ∈ ∂prox_{thr·R}(v)``; the second map only for ``P = prox_{thr·R}(v)``.
+
+        Through the operator's tangent map where the penalty and the operator have one
+        (:class:`~attnduality.convex.penalties.TangentJacobian`): the active blocks are few and of low rank near a
+        solution, and ``A*``, ``J``, ``A`` then act on their factors only, as does ``A`` on ``P``, whose active blocks
+        are ``L (PᵀL)ᵀ`` (the singular pairs above the threshold). Elsewhere ``A*``, ``J`` and ``A`` on full ``Z``."""
         has_map = type(self.op).tangent_map is not LinearOperator.tangent_map
         tangent = pen.tangent_jacobian(v, thr) if has_map else None
         if tangent is None:
             jac = pen.prox_jacobian(v, thr)
-            return lambda w: self.fwd(jac(self.adj(w)))
+            return (lambda w: self.fwd(jac(self.adj(w)))), self.fwd
         restricted = self.op.tangent_map(tangent)
         if restricted is None:  # too many active pairs: full products, J on the active blocks (one SVD, not two)
             index, apply = tangent.index, tangent.apply
@@ -174,7 +176,7 @@ class _Counted:
                 jh[index] = apply(h[index])
                 return self.fwd(jh)
 
-            return full
+            return full, self.fwd
 
         def product(w: torch.Tensor) -> torch.Tensor:
             self.state.n_tangent += 1
@@ -182,7 +184,11 @@ class _Counted:
             jl, jr = tangent.apply_to_factors(hl, hr)
             return self.scale(restricted.lift(jl, jr))
 
-        return product
+        def image(p: torch.Tensor) -> torch.Tensor:
+            self.state.n_tangent += 1
+            return self.scale(restricted.lift(p[tangent.index].mT @ tangent.left, None))
+
+        return product, image
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -524,7 +530,8 @@ class SemismoothNewton:
             for _ in range(_MAX_NEWTON):
                 v = x - sigma * bty
                 p = pen.prox(v, thr)
-                bp = ops.fwd(p)
+                product, image = ops.linearize(pen, v, thr)
+                bp = image(p)
                 grad = y + b - bp
                 gnorm = float(grad.norm())
                 moved = float((bp - bx).norm())
@@ -532,7 +539,6 @@ class SemismoothNewton:
                     break
                 if time.perf_counter() > deadline:
                     break
-                product = ops.jacobian_product(pen, v, thr)
                 system = lambda w, h=product, sg=sigma: w + sg * h(w)  # noqa: E731
                 d, it = _cg(system, -grad, 0.1, self.max_cg, pre.get(v, thr, sigma, system))
                 pre.observe(it)
