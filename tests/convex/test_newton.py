@@ -63,6 +63,30 @@ def test_prox_jacobian_is_the_derivative_and_symmetric_psd(pen, shape):
     assert float(pen.prox_jacobian(small, t)(torch.ones(shape, dtype=torch.float64)).abs().max()) == 0.0
 
 
+@pytest.mark.parametrize("pen,shape", PENALTIES, ids=[f"{type(p).__name__}-{s}" for p, s in PENALTIES])
+def test_prox_point_is_the_prox_and_its_jacobian_from_one_decomposition(pen, shape, monkeypatch):
+    import attnduality.convex.penalties as penalties_module
+
+    gen = torch.Generator().manual_seed(3)
+    w = 2.0 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    h = torch.randn(shape, generator=gen, dtype=torch.float64)
+    calls = []
+    thin_svd = penalties_module._thin_svd
+    monkeypatch.setattr(penalties_module, "_thin_svd", lambda z: calls.append(z.shape) or thin_svd(z))
+    point = pen.prox_point(w, 1.5)
+    jh = point.jacobian()(h)
+    tangent = point.tangent()
+    matrix_blocks = isinstance(pen, NuclearNorm) and min(shape[-2:]) > 1
+    assert len(calls) == (1 if matrix_blocks else 0)  # the prox, J and its tangent form share one SVD
+    torch.testing.assert_close(point.prox, pen.prox(w, 1.5), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(jh, pen.prox_jacobian(w, 1.5)(h), rtol=1e-12, atol=1e-12)
+    expected = pen.tangent_jacobian(w, 1.5)
+    assert (tangent is None) == (expected is None) and (expected is not None) == (matrix_blocks and len(shape) == 3)
+    if expected is not None:
+        assert tangent.index.tolist() == expected.index.tolist()
+        torch.testing.assert_close(tangent.apply(h[tangent.index]), expected.apply(h[expected.index]))
+
+
 def test_cone_penalty_has_no_prox_jacobian():
     x = torch.randn(10, 3, dtype=torch.float64)
     pen = ConeGroupL2(x, torch.ones(10, 2))
@@ -409,7 +433,7 @@ def test_gated_mlp_tangent_map_is_a_j_a_adjoint():
     prob = CompositeProblem(CrossEntropyLoss(torch.zeros(n, dtype=torch.long)), op, pen, 1.0)
     state = NewtonState(z=w, u=op.forward(w))
     ops = _Counted(prob, None, state)
-    product, image = ops.linearize(pen, w, 1.0)
+    product, image = ops.linearize(pen.prox_point(w, 1.0))
     torch.testing.assert_close(image(pen.prox(w, 1.0)), op.forward(pen.prox(w, 1.0)), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(product(y), op.forward(jac(op.adjoint(y))), rtol=1e-10, atol=1e-12)
     assert state.n_tangent == 2 and state.n_products == 0

@@ -29,6 +29,7 @@ from scipy.optimize import nnls
 
 __all__ = [
     "Penalty",
+    "ProxPoint",
     "TangentJacobian",
     "GroupL2",
     "NuclearNorm",
@@ -85,6 +86,24 @@ class TangentJacobian:
         return c, d - left @ (left.mT @ d)
 
 
+class ProxPoint:
+    """``P = prox_{tR}(W)`` with the Jacobian of the prox at ``W``, for a solver that needs both at one point (the
+    semismooth Newton solver): a penalty whose prox and Jacobian come from one decomposition (the nuclear norms: one
+    SVD) computes it once. This generic form asks the penalty for each."""
+
+    def __init__(self, penalty: Penalty, w: torch.Tensor, t: float) -> None:
+        self.penalty, self.w, self.t = penalty, w, t
+        self.prox = penalty.prox(w, t)
+
+    def jacobian(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`Penalty.prox_jacobian` at ``W``."""
+        return self.penalty.prox_jacobian(self.w, self.t)
+
+    def tangent(self) -> TangentJacobian | None:
+        """:meth:`Penalty.tangent_jacobian` at ``W``."""
+        return self.penalty.tangent_jacobian(self.w, self.t)
+
+
 class Penalty(ABC):
     """A convex, positively homogeneous penalty (a norm or a sum of norms)."""
 
@@ -121,6 +140,10 @@ class Penalty(ABC):
         """The same ``J`` as :meth:`prox_jacobian` in the factored form of :class:`TangentJacobian`, for a batch of
         (P, m, n) matrix blocks; ``None`` where the penalty has no such form (the default)."""
         return None
+
+    def prox_point(self, w: torch.Tensor, t: float) -> ProxPoint:
+        """``prox_{tR}(W)`` together with the Jacobian at ``W`` (:class:`ProxPoint`)."""
+        return ProxPoint(self, w, t)
 
 
 class GroupL2(Penalty):
@@ -225,24 +248,12 @@ def _lapack_svdvals(z: torch.Tensor) -> torch.Tensor:
         return torch.linalg.svdvals(z.to(torch.float64)).to(z.dtype)
 
 
-_last_svd: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
-
-
 def _svd(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD of a batch (…, m, n), remembered for the last input: the Newton solver asks for the prox and then the
-    prox Jacobian at the same point, and its line search ends at the point of the next prox. The factors are shared
-    with the caller, who must not modify them in place."""
-    global _last_svd
-    if z.shape[-1] >= 2 * z.shape[-2]:  # wide: the transposed (tall) blocks' SVD, so that both orientations share it
-        u, s, vh = _svd(z.mT)
+    """Thin SVD of a batch (…, m, n); wide blocks through their transpose, so that both orientations cost the same."""
+    if z.shape[-1] >= 2 * z.shape[-2]:
+        u, s, vh = _thin_svd(z.mT)
         return vh.mT, s, u.mT
-    last = _last_svd
-    if last is not None and last[0].shape == z.shape and last[0].dtype == z.dtype and last[0].device == z.device:
-        if torch.equal(last[0], z):
-            return last[1]
-    result = _thin_svd(z)
-    _last_svd = (z.clone(), result)
-    return result
+    return _thin_svd(z)
 
 
 def _thin_svd(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -269,7 +280,11 @@ def _svt(z: torch.Tensor, t: float) -> torch.Tensor:
     """Singular-value soft-thresholding of a batch of matrices (…, m, n)."""
     if _is_vector_block(z):  # the nuclear norm of a vector is its ℓ2 norm
         return GroupL2(axes=(-2, -1)).prox(z, t)
-    u, s, vh = _svd(z)
+    return _svt_from(*_svd(z), t, z)
+
+
+def _svt_from(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float, z: torch.Tensor) -> torch.Tensor:
+    """:func:`_svt` of ``z`` from its thin SVD."""
     s = torch.clamp(s - t, min=0.0)  # NaN (a non-finite block, see _lapack_svd) stays NaN ...
     keep = int((~(s <= 0)).sum(dim=-1).max()) if s.numel() else 0  # ... and is kept, so the block stays NaN
     if keep == 0:
@@ -290,11 +305,17 @@ def _svt_jacobian(w: torch.Tensor, t: float) -> Callable[[torch.Tensor], torch.T
     """
     if _is_vector_block(w):
         return GroupL2(axes=(-2, -1)).prox_jacobian(w, t)
-    if w.shape[-2] > w.shape[-1]:
-        inner = _svt_jacobian(w.mT, t)
+    return _svt_jacobian_from(*_svd(w), t)
+
+
+def _svt_jacobian_from(
+    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`_svt_jacobian` from the thin SVD of ``W``: tall blocks through the SVD of their transpose."""
+    if u.shape[-2] > vh.shape[-1]:
+        inner = _svt_jacobian_map(vh.mT, s, u.mT, t)
         return lambda h: inner(h.mT).mT
-    u, s, vh = _svd(w)  # m ≤ n: u (…, m, m), s (…, m), vh (…, m, n)
-    return _svt_jacobian_map(u, s, vh, t)
+    return _svt_jacobian_map(u, s, vh, t)  # m ≤ n: u (…, m, m), s (…, m), vh (…, m, n)
 
 
 def _svt_weights(s: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -372,8 +393,13 @@ def _svt_tangent_jacobian(w: torch.Tensor, t: float) -> TangentJacobian | None:
     it lies in, and depends only on the projection onto, the tangent space of the active singular vectors."""
     if w.ndim != 3 or _is_vector_block(w):
         return None
-    if w.shape[-2] > w.shape[-1]:
-        inner = _svt_tangent_jacobian(w.mT, t)
+    return _svt_tangent_from(*_svd(w), t)
+
+
+def _svt_tangent_from(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float) -> TangentJacobian | None:
+    """:func:`_svt_tangent_jacobian` from the thin SVD of a (P, m, n) batch ``W``."""
+    if u.shape[-2] > vh.shape[-1]:  # tall: the wide blocks Wᵀ = V Σ Uᵀ, with left and right swapped back
+        inner = _svt_tangent_from(vh.mT, s, u.mT, t)
         if inner is None:
             return None
         apply, factors = inner.apply, inner.apply_factors
@@ -386,7 +412,6 @@ def _svt_tangent_jacobian(w: torch.Tensor, t: float) -> TangentJacobian | None:
             lambda h: apply(h.mT).mT,
             lambda c, d: factors(d, c)[::-1],  # J Hᵀ = L' C'ᵀ + D' R'ᵀ with L' = R, R' = L
         )
-    u, s, vh = _svd(w)
     if not bool(torch.isfinite(s).all()):
         return None
     act = s > t
@@ -394,7 +419,7 @@ def _svt_tangent_jacobian(w: torch.Tensor, t: float) -> TangentJacobian | None:
     rank = int(act.sum(dim=-1).max()) if s.numel() else 0
     u, s, vh, act = u[index], s[index], vh[index], act[index]
     columns = act[:, :rank]  # σ is sorted: the active columns come first
-    keep = columns[:, None, :].to(w.dtype)
+    keep = columns[:, None, :].to(u.dtype)
     return TangentJacobian(
         index=index,
         left=u[..., :rank] * keep,
@@ -403,6 +428,21 @@ def _svt_tangent_jacobian(w: torch.Tensor, t: float) -> TangentJacobian | None:
         apply=_svt_jacobian_map(u, s, vh, t),
         apply_factors=_svt_factor_map(u, s, vh, t, rank),
     )
+
+
+class _SVTPoint(ProxPoint):
+    """:class:`ProxPoint` of the nuclear norms on matrix blocks: prox and Jacobian from one SVD of ``W``."""
+
+    def __init__(self, penalty: Penalty, w: torch.Tensor, t: float) -> None:
+        self.penalty, self.w, self.t = penalty, w, t
+        self.svd = _svd(w)
+        self.prox = _svt_from(*self.svd, t, w)
+
+    def jacobian(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return _svt_jacobian_from(*self.svd, self.t)
+
+    def tangent(self) -> TangentJacobian | None:
+        return _svt_tangent_from(*self.svd, self.t) if self.w.ndim == 3 else None
 
 
 def _nuclear(z: torch.Tensor) -> torch.Tensor:
@@ -437,6 +477,10 @@ class NuclearNorm(Penalty):
     def tangent_jacobian(self, w: torch.Tensor, t: float) -> TangentJacobian | None:
         """On a (P, m, n) batch of matrix blocks (:func:`_svt_tangent_jacobian`)."""
         return _svt_tangent_jacobian(w, t)
+
+    def prox_point(self, w: torch.Tensor, t: float) -> ProxPoint:
+        """Prox and Jacobian from one SVD of ``W`` (vector blocks: the group-ℓ2 forms, no SVD)."""
+        return ProxPoint(self, w, t) if _is_vector_block(w) else _SVTPoint(self, w, t)
 
     def block_jacobian(self, w: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Blocks of one column (a (P, d, 1) batch) are vectors: block soft-thresholding's ``(a, u)``."""

@@ -66,7 +66,7 @@ import torch
 from ..certificates import Certificate
 from ..losses import HessianFactor, SquaredLoss
 from ..operators.base import LinearOperator
-from ..penalties import Penalty
+from ..penalties import Penalty, ProxPoint
 from ..problem import CompositeProblem
 from .fista import FISTA, STALL_WINDOW, SolveMonitor, SolveResult
 from .threads import solver_threads
@@ -154,17 +154,18 @@ class _Counted:
         self.state.n_products += 1
         return self.op.adjoint(self.scale_t(y))
 
-    def linearize(self, pen: Penalty, v: torch.Tensor, thr: float) -> tuple[Map, Map]:
-        """``(w ↦ B J Bᵀ w, P ↦ B P)`` for ``J ∈ ∂prox_{thr·R}(v)``; the second map only for ``P = prox_{thr·R}(v)``.
+    def linearize(self, point: ProxPoint) -> tuple[Map, Map]:
+        """``(w ↦ B J Bᵀ w, P ↦ B P)`` for ``J ∈ ∂prox_{tR}(V)`` at the point's ``V``; the second map only for the
+        point's ``P = prox_{tR}(V)``.
 
         Through the operator's tangent map where the penalty and the operator have one
         (:class:`~attnduality.convex.penalties.TangentJacobian`): the active blocks are few and of low rank near a
         solution, and ``A*``, ``J``, ``A`` then act on their factors only, as does ``A`` on ``P``, whose active blocks
         are ``L (PᵀL)ᵀ`` (the singular pairs above the threshold). Elsewhere ``A*``, ``J`` and ``A`` on full ``Z``."""
         has_map = type(self.op).tangent_map is not LinearOperator.tangent_map
-        tangent = pen.tangent_jacobian(v, thr) if has_map else None
+        tangent = point.tangent() if has_map else None
         if tangent is None:
-            jac = pen.prox_jacobian(v, thr)
+            jac = point.jacobian()
             return (lambda w: self.fwd(jac(self.adj(w)))), self.fwd
         restricted = self.op.tangent_map(tangent)
         if restricted is None:  # too many active pairs: full products, J on the active blocks (one SVD, not two)
@@ -527,10 +528,12 @@ class SemismoothNewton:
         for _ in range(60):
             thr = sigma * beta
             # --- semismooth Newton on ψ(y) for the fixed multiplier x -------------------------------------------
+            point = None  # the prox at V = x − σBᵀy, carried over from the line search that accepted y
             for _ in range(_MAX_NEWTON):
-                v = x - sigma * bty
-                p = pen.prox(v, thr)
-                product, image = ops.linearize(pen, v, thr)
+                if point is None:
+                    point = pen.prox_point(x - sigma * bty, thr)
+                v, p = point.w, point.prox
+                product, image = ops.linearize(point)
                 bp = image(p)
                 grad = y + b - bp
                 gnorm = float(grad.norm())
@@ -550,13 +553,13 @@ class SemismoothNewton:
                 alpha = 1.0
                 for _ in range(30):
                     y_new, bty_new = y + alpha * d, bty + alpha * btd
-                    p_new = pen.prox(x - sigma * bty_new, thr)
-                    if self._psi(b, y_new, p_new, sigma) <= psi0 + 1e-4 * alpha * slope:
+                    trial = pen.prox_point(x - sigma * bty_new, thr)
+                    if self._psi(b, y_new, trial.prox, sigma) <= psi0 + 1e-4 * alpha * slope:
                         break
                     alpha *= 0.5
                 else:  # no decrease of ψ along d: rounding has the last word at this σ
                     break
-                y, bty = y_new, bty_new
+                y, bty, point = y_new, bty_new, trial
             # --- multiplier update and the inner certificate ---------------------------------------------------
             x, bx = p, bp
             resid = bp - b  # B x − b
