@@ -27,6 +27,7 @@ class GatedMLPOperator(LinearOperator):
         if masks.shape[0] != x.shape[0]:
             raise ValueError(f"masks have {masks.shape[0]} rows but X has {x.shape[0]} samples")
         self.x = x
+        self.x_t = x.T.contiguous()  # Xᵀ in its own layout: GEMMs with a transposed view ran 1.1–1.2× slower
         self.masks = masks.to(dtype=x.dtype)
         self.n_samples, self.n_features = x.shape
         self.n_patterns = int(masks.shape[1])
@@ -41,6 +42,14 @@ class GatedMLPOperator(LinearOperator):
         if ws is None or ws.shape[1] != width:
             ws = torch.empty(self.n_samples, width, dtype=self.dtype, device=self.device)
             self._ws = ws
+        return ws
+
+    def _workspace_t(self, height: int) -> torch.Tensor:
+        """One reused (height, N) buffer, as :meth:`_workspace`."""
+        ws = self.__dict__.get("_ws_t")
+        if ws is None or ws.shape[0] != height:
+            ws = torch.empty(height, self.n_samples, dtype=self.dtype, device=self.device)
+            self._ws_t = ws
         return ws
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -61,19 +70,20 @@ class GatedMLPOperator(LinearOperator):
         return torch.einsum("npc,np->nc", ws.view(-1, p, c), self.masks)
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
-        """``(A* G)_j = Xᵀ D_j G``: as ``Dᵀ (X ⊗ G)`` with more gates than features, else ``Xᵀ (D ⊗ G)`` (see
-        :meth:`forward`)."""
+        """``(A* G)_j = Xᵀ D_j G``: as ``((Xᵀ ⊗ Gᵀ) D)ᵀ`` with more gates than features, else ``Xᵀ (D ⊗ G)`` (see
+        :meth:`forward`). The first keeps the masks' own layout: ``Dᵀ (X ⊗ G)`` through the transposed view of the
+        (N, P) masks took 2.3× longer at N = 10⁴, P = 500 (one thread)."""
         p, d, c = self.z_shape
         if p > d:
-            ws = self._workspace(d * c)
-            torch.mul(self.x.unsqueeze(-1), g.unsqueeze(1), out=ws.view(-1, d, c))
-            return (self.masks.T @ ws).view(p, d, c)
+            ws = self._workspace_t(d * c)
+            torch.mul(self.x_t.unsqueeze(1), g.T.unsqueeze(0), out=ws.view(d, c, -1))
+            return (ws @ self.masks).view(d, c, p).permute(2, 0, 1).contiguous()
         ws = self._workspace(p * c)
         if c == 1:
             torch.mul(self.masks, g, out=ws)
-            return (self.x.T @ ws).T.unsqueeze(-1)
+            return (self.x_t @ ws).T.unsqueeze(-1)
         torch.mul(self.masks.unsqueeze(-1), g.unsqueeze(1), out=ws.view(-1, p, c))
-        return (self.x.T @ ws).view(d, p, c).permute(1, 0, 2)
+        return (self.x_t @ ws).view(d, p, c).permute(1, 0, 2)
 
     def dual_gram(self, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
         """``Σ_j D_j X (a_j I + u_j u_jᵀ) Xᵀ D_j = (XXᵀ) ∘ (D diag(a) Dᵀ) + V Vᵀ`` with ``V = (X Uᵀ) ∘ D``
@@ -119,7 +129,7 @@ class _GatedTangent(TangentMap):
 
     def __init__(self, op: GatedMLPOperator, jac: TangentJacobian) -> None:
         k, d, r = jac.left.shape
-        self.x, self.shape = op.x, (k, d, r, op.n_outputs)
+        self.x, self.x_t, self.shape = op.x, op.x_t, (k, d, r, op.n_outputs)
         self.pairs = jac.columns.reshape(-1).nonzero().squeeze(-1)  # flat indices g·r + j of the active pairs
         block = jac.index[self.pairs // r] if r else jac.index[:0]
         self.masks = op.masks[:, block]  # (N, K)
@@ -137,7 +147,7 @@ class _GatedTangent(TangentMap):
     def project(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, d, _, c = self.shape
         hl = self._spread(y.T @ self.g, c)  # H_gᵀ L_g = yᵀ D_g X L_g
-        hr = self._spread(self.x.T @ (y @ self.right.T).mul_(self.masks), d)  # H_g R_g = Xᵀ D_g y R_g
+        hr = self._spread(self.x_t @ (y @ self.right.T).mul_(self.masks), d)  # H_g R_g = Xᵀ D_g y R_g
         return hl, hr
 
     def lift(self, c: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
