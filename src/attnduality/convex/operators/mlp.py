@@ -67,7 +67,7 @@ class GatedMLPOperator(LinearOperator):
             torch.matmul(self.x, z[:, :, 0].T, out=ws)
             return ws.mul_(self.masks).sum(1, keepdim=True)
         torch.matmul(self.x, z.permute(1, 0, 2).reshape(d, p * c), out=ws)
-        return torch.bmm(self.masks.unsqueeze(1), ws.view(-1, p, c)).squeeze(1)  # 1.4× the einsum
+        return torch.bmm(self.masks.unsqueeze(1), ws.view(-1, p, c)).squeeze(1)
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
         """``(A* G)_j = Xᵀ D_j G``: as ``((Xᵀ ⊗ Gᵀ) D)ᵀ`` with more gates than features, else ``Xᵀ (D ⊗ G)`` (see
