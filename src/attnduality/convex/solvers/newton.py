@@ -225,7 +225,7 @@ def _cg(
 
 
 class _DualPreconditioner:
-    """``(I + σ₀ S K₀ S)⁻¹`` for the SSNAL systems ``(I + σ S A J A* Sᵀ) d = r`` of a single-output problem.
+    """``(I + σ₀ S K₀ Sᵀ)⁻¹`` for the SSNAL systems ``(I + σ S A J A* Sᵀ) d = r`` of a single-output problem.
 
     ``K₀ = A J₀ A*`` is formed explicitly by the operator (:meth:`~attnduality.convex.operators.base.LinearOperator.
     dual_gram`, from the penalty's :meth:`~attnduality.convex.penalties.Penalty.block_jacobian`) and factored by
