@@ -48,6 +48,10 @@ matter, :class:`~attnduality.convex.penalties.TangentJacobian`) and the operator
 (:meth:`~attnduality.convex.operators.base.LinearOperator.tangent_map`; the gated MLP), each CG product applies
 ``A J A*`` to the factors only: 1.73× less time on the quickstart's Newton solve, and ``J`` acting on the factors
 themselves (:attr:`~attnduality.convex.penalties.TangentJacobian.apply_factors`) another 1.08× (BENCHMARKS.md §7).
+The same map gives ``B P`` for the prox ``P`` itself (its active blocks lie in the tangent space). ``S`` is applied in
+the loss's own factored form (:meth:`~attnduality.convex.losses.Loss.hessian_factor`; for the softmax a rank-one
+correction of a diagonal, a quarter of the time of a (c, c) product per sample), and the prox and its Jacobian at a
+point share one decomposition (:meth:`~attnduality.convex.penalties.Penalty.prox_point`).
 
 Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no cheap Jacobian) and the
 streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per full data pass are out
