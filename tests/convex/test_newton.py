@@ -475,6 +475,70 @@ def test_newton_with_tangent_products_same_steps(monkeypatch):
     assert tangent_counts["prod"] < 0.3 * full_counts["prod"]
 
 
+@pytest.mark.parametrize("p,kept", [(3, [0, 2]), (20, [1, 4, 7, 19]), (20, [1, 4, 7, 9, 11, 13, 15, 19])])
+@pytest.mark.parametrize("c", [1, 3])
+def test_gated_mlp_restrict_is_the_operator_on_the_kept_blocks(p, kept, c):
+    """Both code paths (fewer gates than features, and more) on each side; the original operator is left as it was."""
+    rng = np.random.default_rng(5)
+    n, d = 30, 6
+    x = torch.tensor(rng.standard_normal((n, d)))
+    masks = (x @ torch.tensor(rng.standard_normal((d, p))) >= 0).double()
+    op = GatedMLPOperator(x, masks, c)
+    index = torch.tensor(kept)
+    z = torch.tensor(rng.standard_normal((len(kept), d, c)))
+    g = torch.tensor(rng.standard_normal((n, c)))
+    full = op.zeros()
+    full[index] = z
+    before = op.adjoint(g)
+    sub = op.restrict(index)
+    assert sub.z_shape == (len(kept), d, c) and op.z_shape == (p, d, c)
+    torch.testing.assert_close(sub.forward(z), op.forward(full), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sub.adjoint(g), before[index], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(op.adjoint(g), before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "pen,shape",
+    [(GroupL2(axes=(1, 2)), (6, 4, 1)), (BlockNuclearNorm(), (6, 4, 1)), (BlockNuclearNorm(), (6, 5, 3))],
+    ids=["group-l2", "nuclear-vector-blocks", "nuclear-matrix-blocks"],
+)
+def test_active_blocks_and_the_jacobian_restricted_to_them(pen, shape):
+    gen = torch.Generator().manual_seed(6)
+    w = 3.0 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    w[[1, 4]] *= 1e-3  # below the threshold: the prox and J vanish there
+    point = pen.prox_point(w, 1.0)
+    index = point.active_blocks()
+    assert index.tolist() == pen.active_blocks(w, 1.0).tolist() == [0, 2, 3, 5]
+    assert float(point.prox[[1, 4]].abs().max()) == 0.0
+    h = torch.randn(shape, generator=gen, dtype=torch.float64)
+    full = point.jacobian()(h)
+    assert float(full[[1, 4]].abs().max()) == 0.0
+    torch.testing.assert_close(point.jacobian(index)(h[index]), full[index], rtol=1e-12, atol=1e-12)
+    assert GroupL2(axes=(2,)).active_blocks(w, 1.0) is None  # groups that are not the leading blocks
+    assert NuclearNorm().active_blocks(w[0], 1.0) is None and L1Norm().active_blocks(w, 1.0) is None
+
+
+def test_newton_on_the_active_blocks_same_steps(monkeypatch):
+    """Products on the active groups alone change the arithmetic, not the method: same steps, same optimum."""
+    import attnduality.convex.solvers.newton as newton_mod
+
+    prob = _problem("squared", 1, seed=3, frac=0.3, n=200, d=8, p=40)  # 25 of 40 groups active at the optimum
+    prob = CompositeProblem(prob.loss, prob.operator, GroupL2(axes=(1, 2)), prob.beta)
+
+    def solve() -> tuple:
+        seen = {}
+        res = SemismoothNewton(tol=1e-9).run(prob, callback=lambda s, _c: seen.update(sub=s.n_restricted))
+        return res, seen
+
+    restricted, restricted_counts = solve()
+    monkeypatch.setattr(newton_mod, "_RESTRICT_SHARE", -1.0)  # never: full products
+    full, full_counts = solve()
+    assert restricted.status == full.status == "converged" and restricted.n_iter == full.n_iter
+    assert restricted.objective == pytest.approx(full.objective, rel=1e-9)
+    assert restricted_counts["sub"] > 0 and full_counts["sub"] == 0
+    assert int((restricted.z.flatten(1).norm(dim=1) > 0).sum()) < 0.75 * 40  # few groups active: the case it serves
+
+
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
 def test_preconditioned_newton_same_optimum_fewer_cg(loss, monkeypatch):
     import attnduality.convex.solvers.newton as newton_mod

@@ -95,9 +95,14 @@ class ProxPoint:
         self.penalty, self.w, self.t = penalty, w, t
         self.prox = penalty.prox(w, t)
 
-    def jacobian(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """:meth:`Penalty.prox_jacobian` at ``W``."""
-        return self.penalty.prox_jacobian(self.w, self.t)
+    def jacobian(self, index: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`Penalty.prox_jacobian` at ``W``, or at ``W[index]`` for leading blocks ``index`` of
+        :meth:`active_blocks` (the Jacobian restricted to them)."""
+        return self.penalty.prox_jacobian(self.w if index is None else self.w[index], self.t)
+
+    def active_blocks(self) -> torch.Tensor | None:
+        """:meth:`Penalty.active_blocks` at ``W``."""
+        return self.penalty.active_blocks(self.w, self.t)
 
     def tangent(self) -> TangentJacobian | None:
         """:meth:`Penalty.tangent_jacobian` at ``W``."""
@@ -145,6 +150,12 @@ class Penalty(ABC):
         """``prox_{tR}(W)`` together with the Jacobian at ``W`` (:class:`ProxPoint`)."""
         return ProxPoint(self, w, t)
 
+    def active_blocks(self, w: torch.Tensor, t: float) -> torch.Tensor | None:
+        """For a penalty that is a sum over the leading blocks ``W[g]`` of a 3-D ``W``: the blocks where the prox at
+        ``W`` (and its Jacobian) is not zero, so that :meth:`prox_jacobian` of ``W[index]`` is the Jacobian restricted
+        to them. ``None`` where the penalty is not of that form (the default)."""
+        return None
+
 
 class GroupL2(Penalty):
     """``Σ_g ‖Z_g‖_2`` where a group collects all entries that share the indices of the axes not in ``axes``.
@@ -186,6 +197,12 @@ class GroupL2(Penalty):
             return a * h + bw * (w * h).sum(dim=axes, keepdim=True)
 
         return apply
+
+    def active_blocks(self, w: torch.Tensor, t: float) -> torch.Tensor | None:
+        """The groups with ``‖W_g‖ > t``, where the groups are the leading blocks of a 3-D ``W``."""
+        if w.ndim != 3 or {a % 3 for a in self.axes} != {1, 2}:
+            return None
+        return (torch.linalg.vector_norm(w, dim=(1, 2)) > t).nonzero().squeeze(-1)
 
     def block_jacobian(self, w: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``a_g = 1 − t/‖w_g‖``, ``u_g = √t · w_g/‖w_g‖^{3/2}`` on active blocks (zero elsewhere) when the groups
@@ -438,8 +455,13 @@ class _SVTPoint(ProxPoint):
         self.svd = _svd(w)
         self.prox = _svt_from(*self.svd, t, w)
 
-    def jacobian(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        return _svt_jacobian_from(*self.svd, self.t)
+    def jacobian(self, index: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        u, s, vh = self.svd if index is None else (f[index] for f in self.svd)
+        return _svt_jacobian_from(u, s, vh, self.t)
+
+    def active_blocks(self) -> torch.Tensor | None:
+        s = self.svd[1]
+        return (s[:, 0] > self.t).nonzero().squeeze(-1) if s.ndim == 2 and s.shape[-1] else None
 
     def tangent(self) -> TangentJacobian | None:
         return _svt_tangent_from(*self.svd, self.t) if self.w.ndim == 3 else None
@@ -477,6 +499,13 @@ class NuclearNorm(Penalty):
     def tangent_jacobian(self, w: torch.Tensor, t: float) -> TangentJacobian | None:
         """On a (P, m, n) batch of matrix blocks (:func:`_svt_tangent_jacobian`)."""
         return _svt_tangent_jacobian(w, t)
+
+    def active_blocks(self, w: torch.Tensor, t: float) -> torch.Tensor | None:
+        """The blocks of a (P, m, n) batch whose largest singular value exceeds ``t``."""
+        if w.ndim != 3:
+            return None
+        top = torch.linalg.vector_norm(w, dim=(1, 2)) if _is_vector_block(w) else _svdvals(w)[:, 0]
+        return (top > t).nonzero().squeeze(-1)
 
     def prox_point(self, w: torch.Tensor, t: float) -> ProxPoint:
         """Prox and Jacobian from one SVD of ``W`` (vector blocks: the group-ℓ2 forms, no SVD)."""

@@ -59,6 +59,12 @@ class LinearOperator(ABC):
         otherwise (the default). The semismooth Newton solver then applies ``A J A*`` without a full ``Z``."""
         return None
 
+    def restrict(self, index: torch.Tensor) -> LinearOperator | None:
+        """The operator on the leading blocks ``index`` of ``Z`` alone (``A(Z)`` for ``Z`` zero outside them), where
+        it costs in proportion to the blocks kept; ``None`` otherwise (the default). The semismooth Newton solver
+        applies ``A J A*`` through it when ``J`` vanishes outside a few blocks."""
+        return None
+
     def zeros(self) -> torch.Tensor:
         return torch.zeros(self.z_shape, dtype=self.dtype, device=self.device)
 

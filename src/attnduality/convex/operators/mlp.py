@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 import torch
@@ -100,6 +101,16 @@ class GatedMLPOperator(LinearOperator):
             xxt = self._xxt = self.x @ self.x.T
         v = (self.x @ u[:, :, 0].T).mul_(self.masks)
         return torch.addmm(xxt * ((self.masks * a) @ self.masks.T), v, v.T)
+
+    def restrict(self, index: torch.Tensor) -> GatedMLPOperator:
+        """The gates ``index`` alone: the same data, the masks' columns ``index``."""
+        op = copy.copy(self)
+        op.masks = self.masks[:, index]
+        op.n_patterns = int(op.masks.shape[1])
+        op.z_shape = (op.n_patterns, self.n_features, self.n_outputs)
+        op.__dict__.pop("_ws", None)  # scratch buffers are per operator; Xᵀ and XXᵀ are shared
+        op.__dict__.pop("_ws_t", None)
+        return op
 
     def tangent_map(self, jac: TangentJacobian) -> TangentMap | None:
         """:class:`_GatedTangent`, where its ``2NK(4c + 2d)`` flops per ``A J A*`` (``K`` active singular pairs) are

@@ -95,6 +95,7 @@ _NYSTROM_RANK = 100  # sketch columns of the Nyström preconditioner (each one s
 _NYSTROM_LIMIT = 40  # CG iterations of one system above which the sketch is (re)taken: 20 retook it too often,
 # 60 and 100 kept under half of its gain on the quickstart program
 _NYSTROM_MAX_BYTES = 2**28  # memory the sketch may hold (dual size × rank)
+_RESTRICT_SHARE = 0.75  # CG products on the active blocks alone where they are at most this share of the blocks
 _GRAM_FLOOR = 1e3  # squared singular values of the sketch below this × eps × the largest are rounding (the Gram
 # matrix squares the condition number)
 
@@ -119,6 +120,9 @@ class NewtonState:
     """Operator applications (forward or adjoint), summed: the cost unit shared with FISTA."""
     n_tangent: int = 0
     """Products ``A J A*`` applied through the operator's tangent map (not counted in ``n_products``)."""
+    n_restricted: int = 0
+    """Products ``A J A*`` applied through the operator restricted to the active blocks (not counted in
+    ``n_products``)."""
     n_precond: int = 0
     """Preconditioner builds: Cholesky factors of the explicit dual matrix, or Nyström sketches."""
     sigma: float | None = None
@@ -169,10 +173,16 @@ class _Counted:
         has_map = type(self.op).tangent_map is not LinearOperator.tangent_map
         tangent = point.tangent() if has_map else None
         if tangent is None:
+            blocks = self._on_blocks(point, point.active_blocks(), None)
+            if blocks is not None:
+                return blocks
             jac = point.jacobian()
             return (lambda w: self.fwd(jac(self.adj(w)))), self.fwd
         restricted = self.op.tangent_map(tangent)
-        if restricted is None:  # too many active pairs: full products, J on the active blocks (one SVD, not two)
+        if restricted is None:  # too many active pairs: J on the active blocks (one SVD, not two)
+            blocks = self._on_blocks(point, tangent.index, tangent.apply)
+            if blocks is not None:
+                return blocks
             index, apply = tangent.index, tangent.apply
 
             def full(w: torch.Tensor) -> torch.Tensor:
@@ -192,6 +202,31 @@ class _Counted:
         def image(p: torch.Tensor) -> torch.Tensor:
             self.state.n_tangent += 1
             return self.scale(restricted.lift(p[tangent.index].mT @ tangent.left, None))
+
+        return product, image
+
+    def _on_blocks(
+        self, point: ProxPoint, index: torch.Tensor | None, apply: Map | None
+    ) -> tuple[Map, Map] | None:
+        """:meth:`linearize` through the operator restricted to the leading blocks ``index`` outside which ``J`` and
+        the prox vanish (:meth:`~attnduality.convex.operators.base.LinearOperator.restrict`), where they are at most
+        ``_RESTRICT_SHARE`` of the blocks; ``apply`` is ``J`` on them (``None``: the point's). Each product then costs
+        in proportion to the active blocks."""
+        if index is None or len(index) > _RESTRICT_SHARE * self.op.z_shape[0]:
+            return None
+        sub = self.op.restrict(index)
+        if sub is None:
+            return None
+        jac = point.jacobian(index) if apply is None else apply
+        state = self.state
+
+        def product(w: torch.Tensor) -> torch.Tensor:
+            state.n_restricted += 1
+            return self.scale(sub.forward(jac(sub.adjoint(self.scale_t(w)))))
+
+        def image(p: torch.Tensor) -> torch.Tensor:
+            state.n_restricted += 1
+            return self.scale(sub.forward(p[index]))
 
         return product, image
 
