@@ -475,7 +475,7 @@ def test_newton_with_tangent_products_same_steps(monkeypatch):
     assert tangent_counts["prod"] < 0.3 * full_counts["prod"]
 
 
-@pytest.mark.parametrize("p,kept", [(3, [0, 2]), (20, [1, 4, 7, 19]), (20, [1, 4, 7, 9, 11, 13, 15, 19])])
+@pytest.mark.parametrize("p,kept", [(3, [0, 2]), (20, [1, 4, 7, 19]), (20, [1, 4, 7, 9, 11, 13, 15, 19]), (20, [])])
 @pytest.mark.parametrize("c", [1, 3])
 def test_gated_mlp_restrict_is_the_operator_on_the_kept_blocks(p, kept, c):
     """Both code paths (fewer gates than features, and more) on each side; the original operator is left as it was."""
@@ -484,7 +484,7 @@ def test_gated_mlp_restrict_is_the_operator_on_the_kept_blocks(p, kept, c):
     x = torch.tensor(rng.standard_normal((n, d)))
     masks = (x @ torch.tensor(rng.standard_normal((d, p))) >= 0).double()
     op = GatedMLPOperator(x, masks, c)
-    index = torch.tensor(kept)
+    index = torch.tensor(kept, dtype=torch.long)
     z = torch.tensor(rng.standard_normal((len(kept), d, c)))
     g = torch.tensor(rng.standard_normal((n, c)))
     full = op.zeros()
@@ -515,6 +515,20 @@ def test_active_blocks_and_the_jacobian_restricted_to_them(pen, shape):
     assert float(full[[1, 4]].abs().max()) == 0.0
     torch.testing.assert_close(point.jacobian(index)(h[index]), full[index], rtol=1e-12, atol=1e-12)
     assert GroupL2(axes=(2,)).active_blocks(w, 1.0) is None  # groups that are not the leading blocks
+    # no active block at all: the solver's products through the restricted operator are zero, not an error
+    x = torch.randn(20, shape[1], generator=gen, dtype=torch.float64)
+    op = GatedMLPOperator(
+        x, (x @ torch.randn(shape[1], shape[0], generator=gen, dtype=torch.float64) >= 0).double(), shape[2]
+    )
+    prob = CompositeProblem(SquaredLoss(torch.zeros(20, shape[2], dtype=torch.float64)), op, pen, 1.0)
+    ops = _Counted(prob, None, NewtonState(z=w, u=op.forward(w)))
+    quiet = pen.prox_point(1e-3 * w, 1.0)
+    assert len(quiet.active_blocks()) == 0
+    product, image = ops.linearize(quiet)
+    y = torch.randn(20, shape[2], generator=gen, dtype=torch.float64)
+    assert float(product(y).abs().max()) == 0.0 and float(image(quiet.prox).abs().max()) == 0.0
+    # matrix blocks go through the (empty) tangent map, group-ℓ2 and vector blocks through the restricted operator
+    assert (ops.state.n_tangent, ops.state.n_restricted) == ((2, 0) if shape[2] > 1 else (0, 2))
     assert NuclearNorm().active_blocks(w[0], 1.0) is None and L1Norm().active_blocks(w, 1.0) is None
 
 

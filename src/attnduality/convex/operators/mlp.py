@@ -57,33 +57,33 @@ class GatedMLPOperator(LinearOperator):
         """``Σ_j D_j X Z_j``: with more gates than features as ``Σ_i X[:, i] ∘ (D Z)[:, i]`` (one GEMM with the masks
         and (N, d·c) temporaries), else as ``Σ_j D[:, j] ∘ (X Z_j)`` (one GEMM with X and (N, P·c) temporaries). The
         two cost the same flops; the temporaries are what differ (2× at N = 10⁴, d = 50, P = 500, c = 1)."""
-        p, d, c = self.z_shape
+        n, (p, d, c) = self.n_samples, self.z_shape
         if p > d:
             mz = torch.matmul(self.masks, z.reshape(p, d * c), out=self._workspace(d * c))
             if c == 1:
                 return mz.mul_(self.x).sum(1, keepdim=True)
-            return torch.bmm(self.x.unsqueeze(1), mz.view(-1, d, c)).squeeze(1)
+            return torch.bmm(self.x.unsqueeze(1), mz.view(n, d, c)).squeeze(1)
         ws = self._workspace(p * c)
         if c == 1:
             torch.matmul(self.x, z[:, :, 0].T, out=ws)
             return ws.mul_(self.masks).sum(1, keepdim=True)
         torch.matmul(self.x, z.permute(1, 0, 2).reshape(d, p * c), out=ws)
-        return torch.bmm(self.masks.unsqueeze(1), ws.view(-1, p, c)).squeeze(1)
+        return torch.bmm(self.masks.unsqueeze(1), ws.view(n, p, c)).squeeze(1)
 
     def adjoint(self, g: torch.Tensor) -> torch.Tensor:
         """``(A* G)_j = Xᵀ D_j G``: as ``((Xᵀ ⊗ Gᵀ) D)ᵀ`` with more gates than features, else ``Xᵀ (D ⊗ G)`` (see
         :meth:`forward`). The first keeps the masks' own layout: ``Dᵀ (X ⊗ G)`` through the transposed view of the
         (N, P) masks took 2.3× longer at N = 10⁴, P = 500 (one thread)."""
-        p, d, c = self.z_shape
+        n, (p, d, c) = self.n_samples, self.z_shape
         if p > d:
             ws = self._workspace_t(d * c)
-            torch.mul(self.x_t.unsqueeze(1), g.T.unsqueeze(0), out=ws.view(d, c, -1))
+            torch.mul(self.x_t.unsqueeze(1), g.T.unsqueeze(0), out=ws.view(d, c, n))
             return (ws @ self.masks).view(d, c, p).permute(2, 0, 1).contiguous()
         ws = self._workspace(p * c)
         if c == 1:
             torch.mul(self.masks, g, out=ws)
             return (self.x_t @ ws).T.unsqueeze(-1)
-        torch.mul(self.masks.unsqueeze(-1), g.unsqueeze(1), out=ws.view(-1, p, c))
+        torch.mul(self.masks.unsqueeze(-1), g.unsqueeze(1), out=ws.view(n, p, c))
         return (self.x_t @ ws).view(d, p, c).permute(1, 0, 2)
 
     def dual_gram(self, a: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
