@@ -205,9 +205,7 @@ class _Counted:
 
         return product, image
 
-    def _on_blocks(
-        self, point: ProxPoint, index: torch.Tensor | None, apply: Map | None
-    ) -> tuple[Map, Map] | None:
+    def _on_blocks(self, point: ProxPoint, index: torch.Tensor | None, apply: Map | None) -> tuple[Map, Map] | None:
         """:meth:`linearize` through the operator restricted to the leading blocks ``index`` outside which ``J`` and
         the prox vanish (:meth:`~attnduality.convex.operators.base.LinearOperator.restrict`), where they are at most
         ``_RESTRICT_SHARE`` of the blocks; ``apply`` is ``J`` on them (``None``: the point's). Each product then costs
