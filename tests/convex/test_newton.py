@@ -515,6 +515,9 @@ def test_active_blocks_and_the_jacobian_restricted_to_them(pen, shape):
     assert float(full[[1, 4]].abs().max()) == 0.0
     torch.testing.assert_close(point.jacobian(index)(h[index]), full[index], rtol=1e-12, atol=1e-12)
     assert GroupL2(axes=(2,)).active_blocks(w, 1.0) is None  # groups that are not the leading blocks
+    broken = w.clone()
+    broken[3, 0, 0] = float("nan")  # a non-finite block: no restriction, the full products decide
+    assert pen.active_blocks(broken, 1.0) is None and pen.prox_point(broken, 1.0).active_blocks() is None
     # no active block at all: the solver's products through the restricted operator are zero, not an error
     x = torch.randn(20, shape[1], generator=gen, dtype=torch.float64)
     op = GatedMLPOperator(

@@ -153,8 +153,14 @@ class Penalty(ABC):
     def active_blocks(self, w: torch.Tensor, t: float) -> torch.Tensor | None:
         """For a penalty that is a sum over the leading blocks ``W[g]`` of a 3-D ``W``: the blocks where the prox at
         ``W`` (and its Jacobian) is not zero, so that :meth:`prox_jacobian` of ``W[index]`` is the Jacobian restricted
-        to them. ``None`` where the penalty is not of that form (the default)."""
+        to them. ``None`` where the penalty is not of that form (the default) or ``W`` is not finite (a non-finite
+        block's prox does not vanish)."""
         return None
+
+
+def _above(top: torch.Tensor, t: float) -> torch.Tensor | None:
+    """The indices where the per-block norms ``top`` exceed ``t``; ``None`` if any is not finite."""
+    return (top > t).nonzero().squeeze(-1) if bool(torch.isfinite(top).all()) else None
 
 
 class GroupL2(Penalty):
@@ -202,7 +208,7 @@ class GroupL2(Penalty):
         """The groups with ``‖W_g‖ > t``, where the groups are the leading blocks of a 3-D ``W``."""
         if w.ndim != 3 or {a % 3 for a in self.axes} != {1, 2}:
             return None
-        return (torch.linalg.vector_norm(w, dim=(1, 2)) > t).nonzero().squeeze(-1)
+        return _above(torch.linalg.vector_norm(w, dim=(1, 2)), t)
 
     def block_jacobian(self, w: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``a_g = 1 − t/‖w_g‖``, ``u_g = √t · w_g/‖w_g‖^{3/2}`` on active blocks (zero elsewhere) when the groups
@@ -461,7 +467,7 @@ class _SVTPoint(ProxPoint):
 
     def active_blocks(self) -> torch.Tensor | None:
         s = self.svd[1]
-        return (s[:, 0] > self.t).nonzero().squeeze(-1) if s.ndim == 2 and s.shape[-1] else None
+        return _above(s[:, 0], self.t) if s.ndim == 2 and s.shape[-1] else None
 
     def tangent(self) -> TangentJacobian | None:
         return _svt_tangent_from(*self.svd, self.t) if self.w.ndim == 3 else None
@@ -504,8 +510,9 @@ class NuclearNorm(Penalty):
         """The blocks of a (P, m, n) batch whose largest singular value exceeds ``t``."""
         if w.ndim != 3:
             return None
-        top = torch.linalg.vector_norm(w, dim=(1, 2)) if _is_vector_block(w) else _svdvals(w)[:, 0]
-        return (top > t).nonzero().squeeze(-1)
+        if _is_vector_block(w):  # the nuclear norm of a vector is its ℓ2 norm
+            return GroupL2(axes=(1, 2)).active_blocks(w, t)
+        return _above(_svdvals(w)[:, 0], t)
 
     def prox_point(self, w: torch.Tensor, t: float) -> ProxPoint:
         """Prox and Jacobian from one SVD of ``W`` (vector blocks: the group-ℓ2 forms, no SVD)."""
