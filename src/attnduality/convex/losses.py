@@ -20,43 +20,47 @@ def _xlogx(p: torch.Tensor) -> torch.Tensor:
     return torch.where(p > 0, p * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny)), torch.zeros_like(p))
 
 
-class HessianFactor:
+class HessianFactor(ABC):
     """A per-sample factor ``S`` of the damped Hessian, ``SᵀS = ∇²f(U) + μI`` (one (c, c) block per sample), applied
     to (N, c) arrays. The semismooth Newton solver writes its quadratic model as the least squares ``½‖S A Δ + S⁻ᵀ
-    ∇f‖²``; any such ``S`` gives the same model, so each loss picks the one cheapest to apply. This default is the
-    symmetric square root from an eigendecomposition: a (c, c) product per sample."""
-
-    def __init__(self, root: torch.Tensor, inverse_root: torch.Tensor) -> None:
-        self.root, self.inverse_root = root, inverse_root
+    ∇f‖²``; any such ``S`` gives the same model, so each loss picks the one cheapest to apply
+    (:meth:`Loss.hessian_factor`)."""
 
     @property
     def scalar(self) -> torch.Tensor | None:
         """``S`` as an (N,) vector where ``c = 1`` (else ``None``)."""
-        return self.root[:, 0, 0] if self.root.shape[-1] == 1 else None
+        return None
 
+    @abstractmethod
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         """``S v`` per sample."""
-        return (self.root @ v.unsqueeze(-1)).squeeze(-1)
 
+    @abstractmethod
     def apply_t(self, v: torch.Tensor) -> torch.Tensor:
         """``Sᵀ v`` per sample."""
-        return (self.root.mT @ v.unsqueeze(-1)).squeeze(-1)
 
+    @abstractmethod
     def solve_t(self, g: torch.Tensor) -> torch.Tensor:
         """``S⁻ᵀ g`` per sample."""
-        return (self.inverse_root.mT @ g.unsqueeze(-1)).squeeze(-1)
 
-    @classmethod
-    def from_hessian(cls, h: torch.Tensor, mu: float) -> HessianFactor:
-        """The symmetric square root of ``h + μI`` for (N, c, c) blocks ``h`` (eigenvalues floored at ``μ`` against
-        rounding)."""
-        if not mu > 0:
-            raise ValueError(f"the damping mu must be > 0, got {mu}")
-        if h.shape[-1] == 1:
-            return _DiagonalFactor((h[:, :, 0] + mu).clamp_min(mu).sqrt())
+
+class _SymmetricRoot(HessianFactor):
+    """The symmetric square root of ``h + μI`` for (N, c, c) blocks ``h``, from an eigendecomposition (eigenvalues
+    floored at ``μ`` against rounding): a (c, c) product per sample and application."""
+
+    def __init__(self, h: torch.Tensor, mu: float) -> None:
         lam, vec = torch.linalg.eigh(h + mu * torch.eye(h.shape[-1], dtype=h.dtype, device=h.device))
         lam = lam.clamp_min(mu)
-        return cls((vec * lam.sqrt().unsqueeze(-2)) @ vec.mT, (vec * lam.rsqrt().unsqueeze(-2)) @ vec.mT)
+        self.root = (vec * lam.sqrt().unsqueeze(-2)) @ vec.mT
+        self.inverse_root = (vec * lam.rsqrt().unsqueeze(-2)) @ vec.mT
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        return (self.root @ v.unsqueeze(-1)).squeeze(-1)
+
+    apply_t = apply  # the root is symmetric
+
+    def solve_t(self, g: torch.Tensor) -> torch.Tensor:
+        return (self.inverse_root @ g.unsqueeze(-1)).squeeze(-1)
 
 
 class _DiagonalFactor(HessianFactor):
@@ -93,10 +97,6 @@ class _SoftmaxFactor(HessianFactor):
         rest = (p * (mu / d)).sum(-1, keepdim=True).sqrt()
         self.gamma = 1.0 / (1.0 + rest)
         self.delta = self.gamma / rest
-
-    @property
-    def scalar(self) -> torch.Tensor | None:
-        return None
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         w = self.root_d * v
@@ -136,7 +136,16 @@ class Loss(ABC):
 
     def hessian_factor(self, u: torch.Tensor, mu: float) -> HessianFactor:
         """A per-sample factor ``S`` with ``SᵀS = ∇²f(U) + μI``, ``μ > 0`` (:class:`HessianFactor`)."""
-        return HessianFactor.from_hessian(self.hessian(u), mu)
+        if not mu > 0:
+            raise ValueError(f"the damping mu must be > 0, got {mu}")
+        return self._hessian_factor(u, mu)
+
+    def _hessian_factor(self, u: torch.Tensor, mu: float) -> HessianFactor:
+        """:meth:`hessian_factor` for a valid ``μ``: diagonal for one output, else the symmetric square root."""
+        h = self.hessian(u)
+        if h.shape[-1] == 1:
+            return _DiagonalFactor((h[:, :, 0] + mu).clamp_min(mu).sqrt())
+        return _SymmetricRoot(h, mu)
 
     @abstractmethod
     def lipschitz(self) -> float:
@@ -212,9 +221,7 @@ class CrossEntropyLoss(Loss):
         p = torch.softmax(u, dim=1)
         return (torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)) / self.n_samples
 
-    def hessian_factor(self, u: torch.Tensor, mu: float) -> HessianFactor:
-        if not mu > 0:
-            raise ValueError(f"the damping mu must be > 0, got {mu}")
+    def _hessian_factor(self, u: torch.Tensor, mu: float) -> HessianFactor:
         return _SoftmaxFactor(torch.softmax(u, dim=1), mu)
 
     def project_dual(self, theta: torch.Tensor) -> torch.Tensor:
