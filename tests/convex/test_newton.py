@@ -495,6 +495,9 @@ def test_gated_mlp_restrict_is_the_operator_on_the_kept_blocks(p, kept, c):
     torch.testing.assert_close(sub.forward(z), op.forward(full), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(sub.adjoint(g), before[index], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(op.adjoint(g), before, rtol=0, atol=0)
+    for bad in (torch.tensor([p]), torch.tensor([[0]]), torch.tensor([0.0])):
+        with pytest.raises(ValueError, match="restrict needs a 1-D integer index"):
+            op.restrict(bad)
 
 
 @pytest.mark.parametrize(

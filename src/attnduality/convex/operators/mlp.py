@@ -104,6 +104,15 @@ class GatedMLPOperator(LinearOperator):
 
     def restrict(self, index: torch.Tensor) -> GatedMLPOperator:
         """The gates ``index`` alone: the same data, the masks' columns ``index``."""
+        if (
+            index.ndim != 1
+            or index.dtype != torch.long
+            or (len(index) and not 0 <= int(index.min()) <= int(index.max()) < self.n_patterns)
+        ):
+            raise ValueError(
+                f"restrict needs a 1-D integer index into the {self.n_patterns} gates, got {index.dtype} of shape "
+                f"{tuple(index.shape)}"
+            )
         op = copy.copy(self)
         op.masks = self.masks[:, index]
         op.n_patterns = int(op.masks.shape[1])
