@@ -29,6 +29,7 @@ from attnduality.convex import (
     beta_max,
     solve_path,
 )
+from attnduality.convex.penalties import ProxPoint
 from attnduality.convex.solvers import AutoSolver, History, SemismoothNewton, make_solver, solver_threads
 from attnduality.convex.solvers.newton import NewtonState, _Counted
 
@@ -635,3 +636,79 @@ def test_softmax_near_a_fit_does_not_stall_newton():
     fista = NuclearNormClassifier(beta=beta, tol=1e-7, solver="fista", max_iter=20_000).fit(x, y)
     assert newton.objective_ == pytest.approx(fista.objective_, rel=1e-4)
     assert newton.certificate_.dual <= fista.objective_ * (1 + 1e-12)
+
+
+def _digits_problem(scale: float = 1.0, n: int = 300, gates: int = 16) -> CompositeProblem:
+    """Cross-entropy on real digits with block nuclear norms: few active blocks of low rank, the tangent products'
+    regime."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data[:n] / 16.0)
+    masks = (x @ torch.tensor(np.random.default_rng(0).standard_normal((64, gates))) >= 0).double()
+    prob = CompositeProblem(
+        CrossEntropyLoss(torch.tensor(digits.target[:n])),
+        GatedMLPOperator(scale * x, masks, 10),
+        BlockNuclearNorm(),
+        1.0,
+    )
+    return prob.with_beta(3e-2 * beta_max(prob))
+
+
+def test_tangent_products_in_float32_are_the_float64_products_rounded():
+    prob = _digits_problem()
+    op, pen = prob.operator, prob.penalty
+    gen = torch.Generator().manual_seed(1)
+    w = op.adjoint(torch.randn(op.n_samples, 10, generator=gen, dtype=torch.float64))
+    t = 0.5 * float(torch.linalg.matrix_norm(w, ord=2).max())  # a few active blocks and singular pairs
+    point = pen.prox_point(w, t)
+    jac64, jac32 = point.tangent(), point.tangent(torch.float32)
+    assert jac32 is not None and jac32.left.dtype == jac32.right.dtype == torch.float32
+    assert torch.equal(jac32.index, jac64.index) and torch.equal(jac32.columns, jac64.columns)  # decided in float64
+    assert ProxPoint(pen, w, t).tangent(torch.float32) is None  # the generic point has no lower-precision form
+    s = prob.loss.hessian_factor(op.forward(w), 1e-3)
+    y = torch.randn(op.n_samples, 10, generator=gen, dtype=torch.float64)
+    exact = s.apply(op.forward(pen.prox_jacobian(w, t)(op.adjoint(s.apply_t(y)))))
+    for low, rtol in ((None, 1e-10), (torch.float32, 1e-5)):
+        state = NewtonState(z=w, u=op.forward(w), product_dtype=low)
+        product, _image = _Counted(prob, s, state).linearize(point)
+        out = product(y)
+        assert out.dtype == torch.float64 and state.n_tangent == 1
+        torch.testing.assert_close(out, exact, rtol=rtol, atol=rtol * float(exact.abs().max()))
+        if low is not None:
+            assert not torch.equal(out, exact)  # the float32 path did run
+    assert GatedMLPOperator(1e39 * op.x, op.masks, 10).astype(torch.float32) is None  # beyond float32's range
+    assert op.astype(torch.float32) is op.astype(torch.float32) and op.astype(torch.float64) is op
+
+
+def test_newton_mixed_precision_same_optimum():
+    """CG products in float32 (the default for a float64 problem) change the arithmetic of the inner systems only:
+    the solve is certified in float64, to the optimum of the float64 products."""
+    prob = _digits_problem()
+
+    def solve(mixed: bool) -> tuple:
+        seen = {}
+        res = SemismoothNewton(tol=1e-8, mixed_precision=mixed).run(
+            prob, callback=lambda s, _c: seen.update(low=s.product_dtype, tan=s.n_tangent)
+        )
+        return res, seen
+
+    (mixed, mixed_seen), (full, full_seen) = solve(True), solve(False)
+    assert mixed.status == full.status == "converged" and mixed.certificate.rel_gap <= 1e-8
+    assert mixed.objective == pytest.approx(full.objective, rel=1e-8)
+    assert mixed.certificate.dual <= full.objective * (1 + 1e-12)
+    assert mixed_seen["low"] == torch.float32 and mixed_seen["tan"] > 0  # float32 all the way
+    assert full_seen["low"] is None
+    assert mixed.n_iter <= full.n_iter + 1
+
+
+def test_newton_mixed_precision_falls_back_where_float32_overflows():
+    """Data at 1e20: the float32 products overflow (their squares exceed float32's range) and the solver goes on in
+    float64, to the optimum of the same problem at scale 1 (the solution scales by 1e-20, β by 1e20)."""
+    scaled, plain = _digits_problem(scale=1e20), _digits_problem()
+    seen = {}
+    res = SemismoothNewton(tol=1e-8).run(scaled, callback=lambda s, _c: seen.update(low=s.product_dtype))
+    ref = SemismoothNewton(tol=1e-8, mixed_precision=False).run(plain)
+    assert res.status == "converged" and res.certificate.rel_gap <= 1e-8
+    assert seen["low"] is None  # fell back
+    assert res.objective == pytest.approx(ref.objective, rel=1e-7)

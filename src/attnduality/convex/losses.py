@@ -7,6 +7,7 @@ The objective convention of the whole library is ``(1/N) Σ_i L(f(x_i), y_i) + �
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 
@@ -42,6 +43,12 @@ class HessianFactor(ABC):
     @abstractmethod
     def solve_t(self, g: torch.Tensor) -> torch.Tensor:
         """``S⁻ᵀ g`` per sample."""
+
+    def astype(self, dtype: torch.dtype) -> HessianFactor:
+        """The same ``S`` with its arrays in ``dtype`` (the Newton solver's products at lower precision)."""
+        out = copy.copy(self)
+        vars(out).update({k: v.to(dtype) for k, v in vars(self).items() if isinstance(v, torch.Tensor)})
+        return out
 
 
 class _SymmetricRoot(HessianFactor):

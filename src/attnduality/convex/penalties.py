@@ -104,9 +104,12 @@ class ProxPoint:
         """:meth:`Penalty.active_blocks` at ``W``."""
         return self.penalty.active_blocks(self.w, self.t)
 
-    def tangent(self) -> TangentJacobian | None:
-        """:meth:`Penalty.tangent_jacobian` at ``W``."""
-        return self.penalty.tangent_jacobian(self.w, self.t)
+    def tangent(self, dtype: torch.dtype | None = None) -> TangentJacobian | None:
+        """:meth:`Penalty.tangent_jacobian` at ``W``; with ``dtype``, the same ``J`` (its active set decided at
+        ``W``'s precision) with its factors and weights in ``dtype``, for products at lower precision (``None`` where
+        the penalty has no such form)."""
+        jac = self.penalty.tangent_jacobian(self.w, self.t)
+        return jac if dtype is None or dtype == self.w.dtype else None
 
 
 class Penalty(ABC):
@@ -357,12 +360,17 @@ def _svt_weights(s: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor,
     return om1, om2, om3
 
 
+def _cast(dtype: torch.dtype | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tensors if dtype is None else tuple(x.to(dtype) for x in tensors)
+
+
 def _svt_jacobian_map(
-    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float
+    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float, dtype: torch.dtype | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """:func:`_svt_jacobian` from the thin SVD ``(U, σ, V₁ᵀ)`` of a batch of wide (m ≤ n) blocks."""
+    """:func:`_svt_jacobian` from the thin SVD ``(U, σ, V₁ᵀ)`` of a batch of wide (m ≤ n) blocks; the weights are
+    computed at the SVD's precision, then the map works in ``dtype`` (``None``: the SVD's)."""
+    u, vh, om1, om2, om3 = _cast(dtype, u, vh, *_svt_weights(s, t))
     v = vh.mT
-    om1, om2, om3 = _svt_weights(s, t)
 
     def apply(h: torch.Tensor) -> torch.Tensor:
         uh = u.mT @ h  # (…, m, n)
@@ -376,7 +384,7 @@ def _svt_jacobian_map(
 
 
 def _svt_factor_map(
-    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float, rank: int
+    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float, rank: int, dtype: torch.dtype | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """:func:`_svt_jacobian_map` on tangent factors of wide blocks: ``(Hᵀ L, H R) ↦ (C, D)`` with
     ``J H = L Cᵀ + D Rᵀ``, ``L``, ``R`` the first ``rank`` columns of ``U``, ``V₁`` (masked to the active ones).
@@ -384,8 +392,8 @@ def _svt_factor_map(
     ``J H = U M V₁ᵀ + L diag(g/σ) Lᵀ H (I − V₁V₁ᵀ)`` with ``M = Ω₁∘sym(Ã) + Ω₂∘skew(Ã)``, and ``M`` needs ``Ã =
     Uᵀ H V₁`` only in the rows and columns of active singular values (the weights vanish elsewhere): the rows are
     ``(Hᵀ L)ᵀ V₁``, the columns ``Uᵀ (H R)``. So ``C = V₁ M[:r]ᵀ + (I − V₁V₁ᵀ) Hᵀ L diag(g/σ)`` and ``D`` is
-    ``U M[:, :r]`` with the active rows of ``M`` dropped; every product is (m or n) × m × r per block."""
-    v = vh.mT
+    ``U M[:, :r]`` with the active rows of ``M`` dropped; every product is (m or n) × m × r per block. The weights
+    are computed at the SVD's precision, then the map works in ``dtype`` (``None``: the SVD's)."""
     om1, om2, om3 = _svt_weights(s, t)
     act = s > t
     # M = W_a∘Ã + W_b∘Ãᵀ with W_a = (Ω₁ + Ω₂)/2, W_b = (Ω₁ − Ω₂)/2. Its active rows i need Ã[i, :] = (Hᵀ L)ᵀ V₁ and
@@ -398,6 +406,8 @@ def _svt_factor_map(
     wa_rows, wb_rows = w_a[..., :rank, :] * rows, w_b[..., :rank, :] * rows
     wa_cols, wb_cols = w_a[..., :rank] * inactive, w_b[..., :rank] * inactive
     scale = om3[..., None, :rank]  # g/σ, zero at padding columns
+    u, vh, wa_rows, wb_rows, wa_cols, wb_cols, scale = _cast(dtype, u, vh, wa_rows, wb_rows, wa_cols, wb_cols, scale)
+    v = vh.mT
 
     def apply(hl: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x1 = u.mT @ hr  # Ã[:, :r]
@@ -419,10 +429,13 @@ def _svt_tangent_jacobian(w: torch.Tensor, t: float) -> TangentJacobian | None:
     return _svt_tangent_from(*_svd(w), t)
 
 
-def _svt_tangent_from(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float) -> TangentJacobian | None:
-    """:func:`_svt_tangent_jacobian` from the thin SVD of a (P, m, n) batch ``W``."""
+def _svt_tangent_from(
+    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float, dtype: torch.dtype | None = None
+) -> TangentJacobian | None:
+    """:func:`_svt_tangent_jacobian` from the thin SVD of a (P, m, n) batch ``W``; the active set and the weights are
+    decided at the SVD's precision, the factors and maps are in ``dtype`` (``None``: the SVD's)."""
     if u.shape[-2] > vh.shape[-1]:  # tall: the wide blocks Wᵀ = V Σ Uᵀ, with left and right swapped back
-        inner = _svt_tangent_from(vh.mT, s, u.mT, t)
+        inner = _svt_tangent_from(vh.mT, s, u.mT, t, dtype)
         if inner is None:
             return None
         apply, factors = inner.apply, inner.apply_factors
@@ -443,13 +456,14 @@ def _svt_tangent_from(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: flo
     u, s, vh, act = u[index], s[index], vh[index], act[index]
     columns = act[:, :rank]  # σ is sorted: the active columns come first
     keep = columns[:, None, :].to(u.dtype)
+    left, right = _cast(dtype, u[..., :rank] * keep, vh[..., :rank, :].mT * keep)
     return TangentJacobian(
         index=index,
-        left=u[..., :rank] * keep,
-        right=vh[..., :rank, :].mT * keep,
+        left=left,
+        right=right,
         columns=columns,
-        apply=_svt_jacobian_map(u, s, vh, t),
-        apply_factors=_svt_factor_map(u, s, vh, t, rank),
+        apply=_svt_jacobian_map(u, s, vh, t, dtype),
+        apply_factors=_svt_factor_map(u, s, vh, t, rank, dtype),
     )
 
 
@@ -469,8 +483,8 @@ class _SVTPoint(ProxPoint):
         s = self.svd[1]
         return _above(s[:, 0], self.t) if s.ndim == 2 and s.shape[-1] else None
 
-    def tangent(self) -> TangentJacobian | None:
-        return _svt_tangent_from(*self.svd, self.t) if self.w.ndim == 3 else None
+    def tangent(self, dtype: torch.dtype | None = None) -> TangentJacobian | None:
+        return _svt_tangent_from(*self.svd, self.t, dtype) if self.w.ndim == 3 else None
 
 
 def _nuclear(z: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,11 @@ class TangentMap(ABC):
     def project(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(Hᵀ L, H R)`` of ``H = A*(y)[index]``."""
 
+    def astype(self, dtype: torch.dtype) -> TangentMap | None:
+        """The same map computing in ``dtype``, for products at lower precision; ``None`` where it has none (the
+        default)."""
+        return None
+
 
 class LinearOperator(ABC):
     """A linear map from a weight tensor of shape :attr:`z_shape` to predictions of shape (N, c)."""
@@ -52,6 +57,11 @@ class LinearOperator(ABC):
         """The (N, N) matrix ``A J A*`` for a single-output operator and ``J = a_g I + u_g u_gᵀ`` on each leading
         block ``Z[g]`` (:meth:`~attnduality.convex.penalties.Penalty.block_jacobian`), or ``None`` where the operator
         cannot form it cheaply (the default). The semismooth Newton solver preconditions its dual systems with it."""
+        return None
+
+    def astype(self, dtype: torch.dtype) -> LinearOperator | None:
+        """The same operator computing in ``dtype`` (the Newton solver's products at lower precision); ``None`` where
+        it has none (the default)."""
         return None
 
     def tangent_map(self, jac: TangentJacobian) -> TangentMap | None:

@@ -102,6 +102,17 @@ class GatedMLPOperator(LinearOperator):
         v = (self.x @ u[:, :, 0].T).mul_(self.masks)
         return torch.addmm(xxt * ((self.masks * a) @ self.masks.T), v, v.T)
 
+    def astype(self, dtype: torch.dtype) -> GatedMLPOperator | None:
+        """The operator on the data and masks cast to ``dtype`` (``None`` where the data do not fit in it); kept, so
+        that repeated calls cost nothing."""
+        if dtype == self.dtype:
+            return self
+        cache = self.__dict__.setdefault("_astype", {})
+        if dtype not in cache:
+            x = self.x.to(dtype)
+            cache[dtype] = GatedMLPOperator(x, self.masks, self.n_outputs) if bool(torch.isfinite(x).all()) else None
+        return cache[dtype]
+
     def restrict(self, index: torch.Tensor) -> GatedMLPOperator:
         """The gates ``index`` alone: the same data, the masks' columns ``index``."""
         if (
@@ -117,8 +128,8 @@ class GatedMLPOperator(LinearOperator):
         op.masks = self.masks[:, index]
         op.n_patterns = int(op.masks.shape[1])
         op.z_shape = (op.n_patterns, self.n_features, self.n_outputs)
-        op.__dict__.pop("_ws", None)  # scratch buffers are per operator; Xᵀ and XXᵀ are shared
-        op.__dict__.pop("_ws_t", None)
+        for key in ("_ws", "_ws_t", "_astype"):  # scratch buffers and casts are per operator; Xᵀ and XXᵀ are shared
+            op.__dict__.pop(key, None)
         return op
 
     def tangent_map(self, jac: TangentJacobian) -> TangentMap | None:
@@ -149,13 +160,24 @@ class _GatedTangent(TangentMap):
 
     def __init__(self, op: GatedMLPOperator, jac: TangentJacobian) -> None:
         k, d, r = jac.left.shape
-        self.x, self.x_t, self.shape = op.x, op.x_t, (k, d, r, op.n_outputs)
+        self.op, self.x, self.x_t, self.shape = op, op.x, op.x_t, (k, d, r, op.n_outputs)
         self.pairs = jac.columns.reshape(-1).nonzero().squeeze(-1)  # flat indices g·r + j of the active pairs
         block = jac.index[self.pairs // r] if r else jac.index[:0]
         self.masks = op.masks[:, block]  # (N, K)
         left = jac.left.permute(1, 0, 2).reshape(d, k * r)[:, self.pairs]
         self.g = (op.x @ left).mul_(self.masks)
         self.right = jac.right.mT.reshape(k * r, op.n_outputs)[self.pairs]  # row (g, j) is R_g[:, j]
+
+    def astype(self, dtype: torch.dtype) -> _GatedTangent | None:
+        """The map with its data, masks and factors in ``dtype`` (the data from the operator's own copy; ``None``
+        where they do not fit in it)."""
+        op = self.op.astype(dtype)
+        if op is None:
+            return None
+        out = copy.copy(self)
+        out.op, out.x, out.x_t = op, op.x, op.x_t
+        out.masks, out.g, out.right = self.masks.to(dtype), self.g.to(dtype), self.right.to(dtype)
+        return out
 
     def _spread(self, cols: torch.Tensor, rows: int) -> torch.Tensor:
         """(rows, K) columns of the active pairs into the padded (k, rows, r) layout."""

@@ -69,8 +69,8 @@ import torch
 
 from ..certificates import Certificate
 from ..losses import HessianFactor, SquaredLoss
-from ..operators.base import LinearOperator
-from ..penalties import Penalty, ProxPoint
+from ..operators.base import LinearOperator, TangentMap
+from ..penalties import Penalty, ProxPoint, TangentJacobian
 from ..problem import CompositeProblem
 from .fista import FISTA, STALL_WINDOW, SolveMonitor, SolveResult
 from .threads import solver_threads
@@ -96,6 +96,9 @@ _NYSTROM_LIMIT = 40  # CG iterations of one system above which the sketch is (re
 # 60 and 100 kept under half of its gain on the quickstart program
 _NYSTROM_MAX_BYTES = 2**28  # memory the sketch may hold (dual size × rank)
 _RESTRICT_SHARE = 0.75  # CG products on the active blocks alone where they are at most this share of the blocks
+_PRODUCT_DTYPE = {torch.float64: torch.float32}  # CG products of a float64 problem, where the operator has a
+# float32 form: the systems are solved to 1e-1 relative, far above float32's rounding, and every step is still
+# accepted and certified at the problem's precision (quickstart: 1.13× less time, BENCHMARKS.md §7)
 _GRAM_FLOOR = 1e3  # squared singular values of the sketch below this × eps × the largest are rounding (the Gram
 # matrix squares the condition number)
 
@@ -137,6 +140,9 @@ class NewtonState:
     """``10¹⁰/‖B‖²``, the cap on σ (set by the first SSNAL solve)."""
     test_block: torch.Tensor | None = None
     """The Nyström sketch's orthonormal test vectors, one per row (drawn at the first sketch)."""
+    product_dtype: torch.dtype | None = None
+    """The precision of the conjugate-gradient products where lower than the problem's (``None``: the problem's);
+    cleared for the rest of the solve once a direction from them found no decrease."""
 
 
 class _Counted:
@@ -193,17 +199,39 @@ class _Counted:
 
             return full, self.fwd
 
-        def product(w: torch.Tensor) -> torch.Tensor:
-            self.state.n_tangent += 1
-            hl, hr = restricted.project(self.scale_t(w))
-            jl, jr = tangent.apply_to_factors(hl, hr)
-            return self.scale(restricted.lift(jl, jr))
+        product = self._tangent_product(point, tangent, restricted)
 
         def image(p: torch.Tensor) -> torch.Tensor:
             self.state.n_tangent += 1
             return self.scale(restricted.lift(p[tangent.index].mT @ tangent.left, None))
 
         return product, image
+
+    def _tangent_product(self, point: ProxPoint, tangent: TangentJacobian, restricted: TangentMap) -> Map:
+        """``w ↦ B J Bᵀ w`` through the tangent map, in ``state.product_dtype`` where the map, ``J`` and ``S`` all
+        have that precision (else in the problem's)."""
+        s, low = self.s, self.state.product_dtype
+        if low is not None:
+            tangent_low, restricted_low = point.tangent(low), restricted.astype(low)
+            if tangent_low is not None and restricted_low is not None:
+                tangent, restricted = tangent_low, restricted_low
+                s = None if s is None else s.astype(low)
+            else:
+                low = None
+        state = self.state
+
+        def product(w: torch.Tensor) -> torch.Tensor:
+            state.n_tangent += 1
+            v = w if low is None else w.to(low)
+            if s is not None:
+                v = s.apply_t(v)
+            hl, hr = restricted.project(v)
+            out = restricted.lift(*tangent.apply_to_factors(hl, hr))
+            if s is not None:
+                out = s.apply(out)
+            return out.to(w.dtype)
+
+        return product
 
     def _on_blocks(self, point: ProxPoint, index: torch.Tensor | None, apply: Map | None) -> tuple[Map, Map] | None:
         """:meth:`linearize` through the operator restricted to the leading blocks ``index`` outside which ``J`` and
@@ -448,7 +476,9 @@ class SemismoothNewton:
     iterations, ``max_time`` in seconds, ``max_cg`` conjugate-gradient iterations per Newton system,
     ``sigma_growth`` (factor on the augmented-Lagrangian parameter between multiplier updates), ``stall_window``
     (outer steps without progress before the solve stops as ``stalled``; see
-    :class:`~attnduality.convex.solvers.fista.SolveMonitor`).
+    :class:`~attnduality.convex.solvers.fista.SolveMonitor`), ``mixed_precision`` (the conjugate-gradient products
+    of a float64 problem in float32 where the operator supports it, :meth:`~attnduality.convex.operators.base.
+    TangentMap.astype`; steps, line searches and certificates stay in float64).
     """
 
     def __init__(
@@ -459,9 +489,11 @@ class SemismoothNewton:
         max_cg: int = 200,
         sigma_growth: float = 3.0,
         stall_window: int | None = STALL_WINDOW,
+        mixed_precision: bool = True,
     ) -> None:
         if not tol >= 0 or max_iter < 1 or max_cg < 1 or not sigma_growth >= 1:
             raise ValueError("tol must be >= 0, max_iter and max_cg >= 1, sigma_growth >= 1")
+        self.mixed_precision = mixed_precision
         self.tol = tol
         self.max_iter = max_iter
         self.max_time = max_time
@@ -481,7 +513,8 @@ class SemismoothNewton:
                 "(use solver='fista')"
             )
         z = problem.start_point(z0)
-        return NewtonState(z=z, u=problem.operator.forward(z), n_products=1)
+        low = _PRODUCT_DTYPE.get(z.dtype) if self.mixed_precision else None
+        return NewtonState(z=z, u=problem.operator.forward(z), n_products=1, product_dtype=low)
 
     # --- the outer step -------------------------------------------------------------------------------------
     def _factor(
@@ -584,9 +617,14 @@ class SemismoothNewton:
                 pre.observe(it)
                 state.n_cg += it
                 state.n_newton += 1
+                slope = _dot(grad, d)
+                if not slope < 0:  # CG broke down at once (an SPD system gives descent): rounding or overflow ...
+                    if state.product_dtype is not None:  # ... of lower-precision products: retry at full precision
+                        state.product_dtype = None
+                        continue
+                    break
                 btd = ops.adj(d)
                 psi0 = self._psi(b, y, p, sigma)
-                slope = _dot(grad, d)
                 alpha = 1.0
                 for _ in range(30):
                     y_new, bty_new = y + alpha * d, bty + alpha * btd
@@ -594,7 +632,10 @@ class SemismoothNewton:
                     if self._psi(b, y_new, trial.prox, sigma) <= psi0 + 1e-4 * alpha * slope:
                         break
                     alpha *= 0.5
-                else:  # no decrease of ψ along d: rounding has the last word at this σ
+                else:  # no decrease of ψ along d: rounding has the last word at this σ ...
+                    if state.product_dtype is not None:  # ... unless the products were of lower precision
+                        state.product_dtype = None
+                        continue
                     break
                 y, bty, point = y_new, bty_new, trial
             # --- multiplier update and the inner certificate ---------------------------------------------------
