@@ -712,3 +712,53 @@ def test_newton_mixed_precision_falls_back_where_float32_overflows():
     assert res.status == "converged" and res.certificate.rel_gap <= 1e-8
     assert seen["low"] is None  # fell back
     assert res.objective == pytest.approx(ref.objective, rel=1e-7)
+
+
+def test_auto_solver_warm_up_in_float32():
+    """auto's FISTA iterations before Newton run in float32 for a float64 problem; only float64 certificates end the
+    solve, and the result is that of the float64 solve."""
+    prob = _digits_problem()
+
+    def solve(mixed: bool, p: CompositeProblem = prob, **kw) -> tuple:
+        dtypes = []
+
+        def record(state: object, _cert: object) -> None:
+            dtypes.append("newton" if isinstance(state, NewtonState) else state.z.dtype)
+
+        res = AutoSolver(tol=1e-8, mixed_precision=mixed, **kw).run(p, callback=record)
+        return res, dtypes
+
+    (mixed, seen), (full, seen_full) = solve(True), solve(False)
+    assert mixed.status == full.status == "converged" and mixed.certificate.rel_gap <= 1e-8
+    assert mixed.z.dtype == torch.float64 and mixed.objective == pytest.approx(full.objective, rel=1e-8)
+    assert mixed.objective == pytest.approx(prob.objective(mixed.z), rel=1e-12)
+    assert set(seen_full) == {torch.float64, "newton"} and set(seen) == {torch.float32, "newton"}
+    assert seen.index("newton") >= 10 and set(seen[: seen.index("newton")]) == {torch.float32}
+    h = mixed.history
+    assert h.n_iter == sorted(h.n_iter) and h.time == sorted(h.time) and h.rel_gap[-1] == mixed.certificate.rel_gap
+    # a problem FISTA certifies in tens of iterations: float32 down to a gap of 1e-4, then FISTA in float64 from
+    # there (not Newton), certified in float64
+    easy = _problem("logistic", 1, frac=0.5)
+    res, seen = solve(True, easy)
+    assert res.status == "converged" and res.n_iter < 100 and res.certificate.rel_gap <= 1e-8
+    assert seen[0] == torch.float32 and seen[-1] == torch.float64 and "newton" not in seen
+    assert res.objective == pytest.approx(FISTA(tol=1e-10, max_iter=10_000).run(easy).objective, rel=1e-8)
+    # stopped by max_iter inside the float32 phase: the best point in float64, certified there
+    short, _ = solve(True, prob, switch_iter=300, max_iter=5)
+    assert short.status == "max_iter" and short.z.dtype == torch.float64 and short.n_iter == 5
+    assert short.objective == pytest.approx(prob.objective(short.z), rel=1e-12)
+    assert short.certificate.rel_gap == pytest.approx(prob.certificate(short.z).rel_gap, rel=1e-9)
+
+
+def test_problem_astype():
+    prob = _digits_problem()
+    low = prob.astype(torch.float32)
+    assert low is not None and low.operator.dtype == torch.float32 and low.beta == prob.beta
+    assert low.loss.y.dtype == torch.long and prob.astype(torch.float64) is prob
+    z = prob.operator.adjoint(prob.loss.grad(prob.operator.forward(prob.operator.zeros())))
+    assert float(low.objective(z.float())) == pytest.approx(prob.objective(z), rel=1e-5)
+    sq = _problem("squared", 2)
+    assert sq.astype(torch.float32).loss.y.dtype == torch.float32
+    x = sq.operator.x
+    cone = CompositeProblem(sq.loss, sq.operator, ConeGroupL2(x, sq.operator.masks), 1.0)
+    assert cone.astype(torch.float32) is None  # the cone penalty holds the data: no float32 form here

@@ -168,6 +168,10 @@ class Loss(ABC):
             raise ValueError(f"stop must be in 1..{self.n_samples}, got {stop}")
         return type(self)(self.y[: int(stop)])
 
+    def astype(self, dtype: torch.dtype) -> Loss:
+        """The same loss with floating targets in ``dtype`` (class indices stay integers)."""
+        return type(self)(self.y.to(dtype) if self.y.is_floating_point() else self.y)
+
     def project_dual(self, theta: torch.Tensor) -> torch.Tensor:
         """The Euclidean projection of ``Θ`` onto ``dom f*`` (the identity where ``f*`` is finite everywhere)."""
         return theta

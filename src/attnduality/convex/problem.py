@@ -35,6 +35,17 @@ class CompositeProblem:
     def with_beta(self, beta: float) -> CompositeProblem:
         return replace(self, beta=float(beta))
 
+    def astype(self, dtype: torch.dtype) -> CompositeProblem | None:
+        """The same program computed in ``dtype``, where the operator has that form
+        (:meth:`~attnduality.convex.operators.base.LinearOperator.astype`) and the penalty holds no arrays of its own
+        (the cone-constrained group norm does); ``None`` otherwise."""
+        if dtype == self.operator.dtype:
+            return self
+        op = self.operator.astype(dtype)
+        if op is None or any(isinstance(v, torch.Tensor) for v in vars(self.penalty).values()):
+            return None
+        return replace(self, loss=self.loss.astype(dtype), operator=op)
+
     def start_point(self, z0: torch.Tensor | None) -> torch.Tensor:
         """A solver's first iterate: zeros, or a copy of the warm start ``z0`` in the operator's dtype and device
         (``ValueError`` when its shape is not the operator's ``z_shape``)."""

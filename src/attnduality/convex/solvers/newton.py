@@ -51,7 +51,11 @@ themselves (:attr:`~attnduality.convex.penalties.TangentJacobian.apply_factors`)
 The same map gives ``B P`` for the prox ``P`` itself (its active blocks lie in the tangent space). ``S`` is applied in
 the loss's own factored form (:meth:`~attnduality.convex.losses.Loss.hessian_factor`; for the softmax a rank-one
 correction of a diagonal, a quarter of the time of a (c, c) product per sample), and the prox and its Jacobian at a
-point share one decomposition (:meth:`~attnduality.convex.penalties.Penalty.prox_point`).
+point share one decomposition (:meth:`~attnduality.convex.penalties.Penalty.prox_point`). For a float64 problem the
+conjugate-gradient products run in float32 where the operator's tangent map has that form (``mixed_precision``): the
+systems are solved to 1e-1 relative, far above float32's rounding, and the Newton directions they give are line-searched
+and certified in float64; a direction that is no descent direction (overflow, rounding) sends the rest of the solve
+back to float64 products (quickstart: 1.1× less time, the same number of steps).
 
 Not covered: ``ConeGroupL2`` (the convex ReLU program: its prox is an NNLS projection, with no cheap Jacobian) and the
 streamed paper-scale operators (``N·c`` dual variables of the full data and a CG product per full data pass are out

@@ -12,10 +12,17 @@ loss goes to Newton at once: its quadratic model is exact, so one outer step sol
 FISTA's iterations only add to it (Newton alone was as fast as FISTA-then-Newton, or faster, on 17 of 18 token-head
 regressions and on every gated-MLP regression measured). The cone-constrained ReLU program has no prox Jacobian and
 stays with FISTA.
+
+Where Newton follows, FISTA's iterations before it run on the problem in float32 (for a float64 problem whose operator
+has that form, :meth:`~attnduality.convex.problem.CompositeProblem.astype`): they only find Newton's starting point,
+and float32 halves the cost of their matrix products. Their best point is certified again in float64, and only that
+certificate can end the solve; a float32 phase that stalls or overflows hands over to Newton. The quickstart
+program: 100 FISTA iterations 0.59 → 0.47 s (BENCHMARKS.md §7).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -35,6 +42,7 @@ __all__ = ["SOLVERS", "AutoSolver", "check_solver", "make_solver"]
 SOLVERS = ("auto", "fista", "newton")
 _EARLY_SWITCH = 100  # FISTA iterations before AutoSolver.handoff may hand over to Newton
 _HANDOFF_RATIO = 1.0  # ... when FISTA would need more than this × the iterations it has done
+_LOW_TOL = 1e-4  # the relative gap down to which FISTA's iterations before Newton may run in float32
 
 
 def check_solver(name: object) -> str:
@@ -48,8 +56,13 @@ class AutoSolver:
     """FISTA, then semismooth Newton from FISTA's best point once FISTA is slow to certify the problem: after
     ``early_switch`` iterations by :meth:`handoff` (``None``: never early), after ``switch_iter`` in any case; Newton
     alone for the squared loss (see the module docstring). ``max_iter`` bounds FISTA iterations plus Newton steps;
-    the result's ``n_iter`` and history count both, Newton steps after FISTA's iterations. A FISTA phase that ends
-    ``stalled`` (no progress at the dtype's precision) is returned as it is: Newton steps cannot beat rounding."""
+    the result's ``n_iter`` and history count both, Newton steps after FISTA's iterations. A FISTA phase in the
+    problem's own precision that ends ``stalled`` (no progress at the dtype's precision) is returned as it is: Newton
+    steps cannot beat rounding.
+    ``mixed_precision``: FISTA's phase in float32 where Newton follows (see the module docstring; the callback then
+    sees float32 states until Newton starts, and the history one more entry, the float64 certificate of the handed-over
+    point), and Newton's conjugate-gradient products in float32 (:class:`~attnduality.convex.solvers.newton.
+    SemismoothNewton`)."""
 
     def __init__(
         self,
@@ -58,6 +71,7 @@ class AutoSolver:
         max_time: float | None = None,
         switch_iter: int = 300,
         early_switch: int | None = _EARLY_SWITCH,
+        mixed_precision: bool = True,
     ) -> None:
         if not tol >= 0 or max_iter < 1 or switch_iter < 1 or (early_switch is not None and early_switch < 1):
             raise ValueError(
@@ -66,6 +80,7 @@ class AutoSolver:
             )
         self.tol, self.max_iter, self.max_time, self.switch_iter = tol, max_iter, max_time, switch_iter
         self.early_switch = early_switch
+        self.mixed_precision = mixed_precision
 
     def handoff(self, history: History) -> bool:
         """Whether Newton should take over before ``switch_iter``: after at least ``early_switch`` FISTA iterations,
@@ -83,6 +98,73 @@ class AutoSolver:
             return True
         return math.log(self.tol / best[-1]) / rate > _HANDOFF_RATIO * k
 
+    def _fista_phase(
+        self,
+        problem: CompositeProblem,
+        z0: torch.Tensor | None,
+        callback: Callable[[Any, Any], None] | None,
+        max_iter: int,
+        handoff: Callable[[History], bool] | None,
+    ) -> SolveResult:
+        """FISTA for at most ``max_iter`` iterations. Where Newton follows (``handoff`` given) on a float64 problem
+        with a float32 form, the iterations run in float32 until its relative gap is ``_LOW_TOL`` (float32's
+        certificates are sound well above that), then the best point is certified in float64
+        (:meth:`_promote`) and, if that does not meet ``tol``, FISTA goes on in float64 from there: one history,
+        one count of iterations, the handover rule judging both parts."""
+        low = None
+        if handoff is not None and self.mixed_precision and problem.operator.dtype == torch.float64:
+            low = problem.astype(torch.float32)
+        if low is None:
+            return FISTA(tol=self.tol, max_iter=max_iter, max_time=self.max_time, handoff=handoff).run(
+                problem, z0, callback
+            )
+        start = time.perf_counter()
+        fista = FISTA(tol=max(self.tol, _LOW_TOL), max_iter=max_iter, max_time=self.max_time, handoff=handoff)
+        first = fista.run(low, z0, callback)
+        res = self._promote(problem, first)
+        if first.status != "converged" or res.status == "converged" or res.n_iter >= max_iter:
+            return res
+        left = None if self.max_time is None else self.max_time - (time.perf_counter() - start)
+        if left is not None and left <= 0:
+            res.status = "max_time"
+            return res
+
+        def joined(history: History) -> bool:
+            both = copy.deepcopy(res.history)
+            both.extend(history, skip=1)  # its first entry is the promoted point's
+            return handoff(both)
+
+        fista = FISTA(tol=self.tol, max_iter=max_iter - res.n_iter, max_time=left, handoff=joined)
+        more = fista.run(problem, res.z, callback)
+        res.history.extend(more.history, skip=1)
+        return SolveResult(
+            more.z,
+            more.objective,
+            more.certificate,
+            more.status,
+            res.n_iter + more.n_iter,
+            time.perf_counter() - start,
+            res.history,
+        )
+
+    def _promote(self, problem: CompositeProblem, res: SolveResult) -> SolveResult:
+        """FISTA's result on the float32 problem as a result of ``problem``: its best point in float64, certified
+        there (one more history entry). It is ``converged`` only by that certificate; a float32 phase that ended
+        otherwise than by time or iterations (at its tolerance, stalled at float32's precision, or diverged by
+        overflow) reports ``handoff``."""
+        t0 = time.perf_counter()
+        z = res.z.to(problem.operator.dtype)
+        cert = problem.certificate(z)
+        res.time += time.perf_counter() - t0
+        res.history.append(res.n_iter, res.time, cert.primal, cert.rel_gap)
+        if cert.rel_gap <= self.tol:
+            status = "converged"
+        elif res.status in ("max_iter", "max_time"):
+            status = res.status
+        else:
+            status = "handoff"
+        return SolveResult(z, cert.primal, cert, status, res.n_iter, res.time, res.history)
+
     def run(
         self,
         problem: CompositeProblem,
@@ -93,21 +175,20 @@ class AutoSolver:
         with solver_threads(problem):
             newton_ok = SemismoothNewton.supports(problem)
             if newton_ok and isinstance(problem.loss, SquaredLoss):  # one exact Newton step from any start
-                return SemismoothNewton(tol=self.tol, max_iter=self.max_iter, max_time=self.max_time).run(
-                    problem, z0, callback
-                )
+                return SemismoothNewton(
+                    tol=self.tol, max_iter=self.max_iter, max_time=self.max_time, mixed_precision=self.mixed_precision
+                ).run(problem, z0, callback)
             first = min(self.max_iter, self.switch_iter) if newton_ok else self.max_iter
-            fista = FISTA(
-                tol=self.tol, max_iter=first, max_time=self.max_time, handoff=self.handoff if newton_ok else None
-            )
-            res = fista.run(problem, z0, callback)
+            res = self._fista_phase(problem, z0, callback, first, self.handoff if newton_ok else None)
             if res.status not in ("max_iter", "handoff") or not newton_ok or res.n_iter >= self.max_iter:
                 return res  # a handoff is never the status here: at max_iter the monitor stops before asking
             left = None if self.max_time is None else self.max_time - (time.perf_counter() - start)
             if left is not None and left <= 0:
                 res.status = "max_time"
                 return res
-            newton = SemismoothNewton(tol=self.tol, max_iter=self.max_iter - res.n_iter, max_time=left)
+            newton = SemismoothNewton(
+                tol=self.tol, max_iter=self.max_iter - res.n_iter, max_time=left, mixed_precision=self.mixed_precision
+            )
             more = newton.run(problem, res.z, callback)
         history = res.history
         history.extend(more.history, skip=1)  # Newton's first entry is FISTA's last point
