@@ -155,6 +155,7 @@ class _Counted:
 
     def __init__(self, problem: CompositeProblem, s: HessianFactor | None, state: NewtonState) -> None:
         self.op, self.s, self.state = problem.operator, s, state
+        self._s_low: tuple[torch.dtype, HessianFactor] | None = None  # S in the products' precision, made once
 
     def scale(self, v: torch.Tensor) -> torch.Tensor:
         """``S v``."""
@@ -213,24 +214,32 @@ class _Counted:
 
     def _tangent_product(self, point: ProxPoint, tangent: TangentJacobian, restricted: TangentMap) -> Map:
         """``w ↦ B J Bᵀ w`` through the tangent map, in ``state.product_dtype`` where the map, ``J`` and ``S`` all
-        have that precision (else in the problem's)."""
-        s, low = self.s, self.state.product_dtype
-        if low is not None:
-            tangent_low, restricted_low = point.tangent(low), restricted.astype(low)
-            if tangent_low is not None and restricted_low is not None:
-                tangent, restricted = tangent_low, restricted_low
-                s = None if s is None else s.astype(low)
-            else:
-                low = None
+        have that precision (else in the problem's). Those forms are built at the first product: the last
+        linearization of each SSNAL update needs only the image."""
         state = self.state
+        parts: tuple[torch.dtype | None, TangentJacobian, TangentMap, HessianFactor | None] | None = None
+
+        def build() -> tuple[torch.dtype | None, TangentJacobian, TangentMap, HessianFactor | None]:
+            low = state.product_dtype
+            if low is not None:
+                tangent_low, restricted_low = point.tangent(low), restricted.astype(low)
+                if tangent_low is not None and restricted_low is not None:
+                    if self.s is not None and (self._s_low is None or self._s_low[0] != low):
+                        self._s_low = (low, self.s.astype(low))
+                    return low, tangent_low, restricted_low, None if self.s is None else self._s_low[1]
+            return None, tangent, restricted, self.s
 
         def product(w: torch.Tensor) -> torch.Tensor:
+            nonlocal parts
+            if parts is None:
+                parts = build()
+            low, jac, tmap, s = parts
             state.n_tangent += 1
             v = w if low is None else w.to(low)
             if s is not None:
                 v = s.apply_t(v)
-            hl, hr = restricted.project(v)
-            out = restricted.lift(*tangent.apply_to_factors(hl, hr))
+            hl, hr = tmap.project(v)
+            out = tmap.lift(*jac.apply_to_factors(hl, hr))
             if s is not None:
                 out = s.apply(out)
             return out.to(w.dtype)
