@@ -102,7 +102,7 @@ _NYSTROM_MAX_BYTES = 2**28  # memory the sketch may hold (dual size × rank)
 _RESTRICT_SHARE = 0.75  # CG products on the active blocks alone where they are at most this share of the blocks
 _PRODUCT_DTYPE = {torch.float64: torch.float32}  # CG products of a float64 problem, where the operator has a
 # float32 form: the systems are solved to 1e-1 relative, far above float32's rounding, and every step is still
-# accepted and certified at the problem's precision (quickstart: 1.13× less time, BENCHMARKS.md §7)
+# accepted and certified at the problem's precision (quickstart: 1.1× less time, BENCHMARKS.md §7)
 _GRAM_FLOOR = 1e3  # squared singular values of the sketch below this × eps × the largest are rounding (the Gram
 # matrix squares the condition number)
 
