@@ -743,6 +743,12 @@ def test_auto_solver_warm_up_in_float32():
     assert res.status == "converged" and res.n_iter < 100 and res.certificate.rel_gap <= 1e-8
     assert seen[0] == torch.float32 and seen[-1] == torch.float64 and "newton" not in seen
     assert res.objective == pytest.approx(FISTA(tol=1e-10, max_iter=10_000).run(easy).objective, rel=1e-8)
+    # a warm start already past float32's range (a neighbouring solution) is not rounded through float32: FISTA's
+    # checks are those of the float64 solve
+    warm = [AutoSolver(tol=1e-10, mixed_precision=m).run(prob, z0=mixed.z) for m in (True, False)]
+    assert warm[0].status == "converged" and warm[0].n_iter == warm[1].n_iter
+    assert warm[0].history.rel_gap[:5] == warm[1].history.rel_gap[:5]
+    assert warm[0].objective == pytest.approx(warm[1].objective, rel=1e-10)
     # stopped by max_iter inside the float32 phase: the best point in float64, certified there
     short, _ = solve(True, prob, switch_iter=300, max_iter=5)
     assert short.status == "max_iter" and short.z.dtype == torch.float64 and short.n_iter == 5

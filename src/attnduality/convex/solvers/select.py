@@ -114,6 +114,8 @@ class AutoSolver:
         low = None
         if handoff is not None and self.mixed_precision and problem.operator.dtype == torch.float64:
             low = problem.astype(torch.float32)
+        if low is not None and z0 is not None and problem.certificate(problem.start_point(z0)).rel_gap <= _LOW_TOL:
+            low = None  # a warm start already past float32's range: rounding it to float32 would only lose it
         if low is None:
             return FISTA(tol=self.tol, max_iter=max_iter, max_time=self.max_time, handoff=handoff).run(
                 problem, z0, callback
