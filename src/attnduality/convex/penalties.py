@@ -339,9 +339,9 @@ def _svt_jacobian_from(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """:func:`_svt_jacobian` from the thin SVD of ``W``: tall blocks through the SVD of their transpose."""
     if u.shape[-2] > vh.shape[-1]:
-        inner = _svt_jacobian_map(vh.mT, s, u.mT, t)
+        inner = _svt_jacobian_map(vh.mT, u.mT, _svt_weights(s, t))
         return lambda h: inner(h.mT).mT
-    return _svt_jacobian_map(u, s, vh, t)  # m ≤ n: u (…, m, m), s (…, m), vh (…, m, n)
+    return _svt_jacobian_map(u, vh, _svt_weights(s, t))  # m ≤ n: u (…, m, m), s (…, m), vh (…, m, n)
 
 
 def _svt_weights(s: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -365,11 +365,15 @@ def _cast(dtype: torch.dtype | None, *tensors: torch.Tensor) -> tuple[torch.Tens
 
 
 def _svt_jacobian_map(
-    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float, dtype: torch.dtype | None = None
+    u: torch.Tensor,
+    vh: torch.Tensor,
+    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    dtype: torch.dtype | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """:func:`_svt_jacobian` from the thin SVD ``(U, σ, V₁ᵀ)`` of a batch of wide (m ≤ n) blocks; the weights are
-    computed at the SVD's precision, then the map works in ``dtype`` (``None``: the SVD's)."""
-    u, vh, om1, om2, om3 = _cast(dtype, u, vh, *_svt_weights(s, t))
+    """:func:`_svt_jacobian` from the thin SVD factors ``U``, ``V₁ᵀ`` of a batch of wide (m ≤ n) blocks and the
+    :func:`_svt_weights` of their singular values (computed at the SVD's precision); the map works in ``dtype``
+    (``None``: the SVD's)."""
+    u, vh, om1, om2, om3 = _cast(dtype, u, vh, *weights)
     v = vh.mT
 
     def apply(h: torch.Tensor) -> torch.Tensor:
@@ -384,7 +388,12 @@ def _svt_jacobian_map(
 
 
 def _svt_factor_map(
-    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, t: float, rank: int, dtype: torch.dtype | None = None
+    u: torch.Tensor,
+    vh: torch.Tensor,
+    weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    act: torch.Tensor,
+    rank: int,
+    dtype: torch.dtype | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """:func:`_svt_jacobian_map` on tangent factors of wide blocks: ``(Hᵀ L, H R) ↦ (C, D)`` with
     ``J H = L Cᵀ + D Rᵀ``, ``L``, ``R`` the first ``rank`` columns of ``U``, ``V₁`` (masked to the active ones).
@@ -392,17 +401,17 @@ def _svt_factor_map(
     ``J H = U M V₁ᵀ + L diag(g/σ) Lᵀ H (I − V₁V₁ᵀ)`` with ``M = Ω₁∘sym(Ã) + Ω₂∘skew(Ã)``, and ``M`` needs ``Ã =
     Uᵀ H V₁`` only in the rows and columns of active singular values (the weights vanish elsewhere): the rows are
     ``(Hᵀ L)ᵀ V₁``, the columns ``Uᵀ (H R)``. So ``C = V₁ M[:r]ᵀ + (I − V₁V₁ᵀ) Hᵀ L diag(g/σ)`` and ``D`` is
-    ``U M[:, :r]`` with the active rows of ``M`` dropped; every product is (m or n) × m × r per block. The weights
-    are computed at the SVD's precision, then the map works in ``dtype`` (``None``: the SVD's)."""
-    om1, om2, om3 = _svt_weights(s, t)
-    act = s > t
+    ``U M[:, :r]`` with the active rows of ``M`` dropped; every product is (m or n) × m × r per block. ``weights``
+    are :func:`_svt_weights` and ``act`` the mask ``σ > t``, both at the SVD's precision; the map works in ``dtype``
+    (``None``: the SVD's)."""
+    om1, om2, om3 = weights
     # M = W_a∘Ã + W_b∘Ãᵀ with W_a = (Ω₁ + Ω₂)/2, W_b = (Ω₁ − Ω₂)/2. Its active rows i need Ã[i, :] = (Hᵀ L)ᵀ V₁ and
     # Ã[:, i] = Uᵀ (H R) (both exact where i is active); its columns j < r at inactive rows i need Ã[i, j] = Uᵀ (H R)
     # and Ã[j, i] = (Hᵀ L)ᵀ V₁ (the weights vanish unless j is active). Masking the weights keeps padding out of C and
     # active rows out of D.
     w_a, w_b = 0.5 * (om1 + om2), 0.5 * (om1 - om2)
-    rows = act[..., :rank, None].to(s.dtype)  # (k, r, 1)
-    inactive = (~act).to(s.dtype).unsqueeze(-1)  # (k, m, 1)
+    rows = act[..., :rank, None].to(om3.dtype)  # (k, r, 1)
+    inactive = (~act).to(om3.dtype).unsqueeze(-1)  # (k, m, 1)
     wa_rows, wb_rows = w_a[..., :rank, :] * rows, w_b[..., :rank, :] * rows
     wa_cols, wb_cols = w_a[..., :rank] * inactive, w_b[..., :rank] * inactive
     scale = om3[..., None, :rank]  # g/σ, zero at padding columns
@@ -457,13 +466,14 @@ def _svt_tangent_from(
     columns = act[:, :rank]  # σ is sorted: the active columns come first
     keep = columns[:, None, :].to(u.dtype)
     left, right = _cast(dtype, u[..., :rank] * keep, vh[..., :rank, :].mT * keep)
+    weights = _svt_weights(s, t)  # one computation for both maps
     return TangentJacobian(
         index=index,
         left=left,
         right=right,
         columns=columns,
-        apply=_svt_jacobian_map(u, s, vh, t, dtype),
-        apply_factors=_svt_factor_map(u, s, vh, t, rank, dtype),
+        apply=_svt_jacobian_map(u, vh, weights, dtype),
+        apply_factors=_svt_factor_map(u, vh, weights, act, rank, dtype),
     )
 
 
