@@ -156,7 +156,7 @@ class _Counted:
 
     def __init__(self, problem: CompositeProblem, s: HessianFactor | None, state: NewtonState) -> None:
         self.op, self.s, self.state = problem.operator, s, state
-        self._s_low: tuple[torch.dtype, HessianFactor] | None = None  # S in the products' precision, made once
+        self._s_low: HessianFactor | None = None  # S in the products' precision (one per solve), made once
 
     def scale(self, v: torch.Tensor) -> torch.Tensor:
         """``S v``."""
@@ -225,9 +225,9 @@ class _Counted:
             if low is not None:
                 tangent_low, restricted_low = point.tangent(low), restricted.astype(low)
                 if tangent_low is not None and restricted_low is not None:
-                    if self.s is not None and (self._s_low is None or self._s_low[0] != low):
-                        self._s_low = (low, self.s.astype(low))
-                    return low, tangent_low, restricted_low, None if self.s is None else self._s_low[1]
+                    if self.s is not None and self._s_low is None:
+                        self._s_low = self.s.astype(low)
+                    return low, tangent_low, restricted_low, self._s_low
             return None, tangent, restricted, self.s
 
         def product(w: torch.Tensor) -> torch.Tensor:
@@ -632,22 +632,20 @@ class SemismoothNewton:
                 state.n_cg += it
                 state.n_newton += 1
                 slope = _dot(grad, d)
-                if not slope < 0:  # CG broke down at once (an SPD system gives descent): rounding or overflow ...
-                    if state.product_dtype is not None:  # ... of lower-precision products: retry at full precision
-                        state.product_dtype = None
-                        continue
-                    break
-                btd = ops.adj(d)
-                psi0 = self._psi(b, y, p, sigma)
-                alpha = 1.0
-                for _ in range(30):
-                    y_new, bty_new = y + alpha * d, bty + alpha * btd
-                    trial = pen.prox_point(x - sigma * bty_new, thr)
-                    if self._psi(b, y_new, trial.prox, sigma) <= psi0 + 1e-4 * alpha * slope:
-                        break
-                    alpha *= 0.5
-                else:  # no decrease of ψ along d: rounding has the last word at this σ ...
-                    if state.product_dtype is not None:  # ... unless the products were of lower precision
+                accepted = False
+                if slope < 0:  # else CG broke down at once (an SPD system gives descent): rounding or overflow
+                    btd = ops.adj(d)
+                    psi0 = self._psi(b, y, p, sigma)
+                    alpha = 1.0
+                    for _ in range(30):
+                        y_new, bty_new = y + alpha * d, bty + alpha * btd
+                        trial = pen.prox_point(x - sigma * bty_new, thr)
+                        if self._psi(b, y_new, trial.prox, sigma) <= psi0 + 1e-4 * alpha * slope:
+                            accepted = True
+                            break
+                        alpha *= 0.5
+                if not accepted:  # no descent along d, or no decrease of ψ: rounding has the last word at this σ ...
+                    if state.product_dtype is not None:  # ... unless the products were of lower precision: retry
                         state.product_dtype = None
                         continue
                     break
