@@ -768,3 +768,6 @@ def test_problem_astype():
     x = sq.operator.x
     cone = CompositeProblem(sq.loss, sq.operator, ConeGroupL2(x, sq.operator.masks), 1.0)
     assert cone.astype(torch.float32) is None  # the cone penalty holds the data: no float32 form here
+    for convert in (prob.astype, prob.loss.astype, prob.operator.astype):
+        with pytest.raises(ValueError, match="floating-point dtype"):
+            convert(torch.int64)

@@ -170,6 +170,8 @@ class Loss(ABC):
 
     def astype(self, dtype: torch.dtype) -> Loss:
         """The same loss with floating targets in ``dtype`` (class indices stay integers)."""
+        if not dtype.is_floating_point:
+            raise ValueError(f"astype needs a floating-point dtype, got {dtype}")
         return type(self)(self.y.to(dtype) if self.y.is_floating_point() else self.y)
 
     def project_dual(self, theta: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,8 @@ class CompositeProblem:
         """The same program computed in ``dtype``, where the operator has that form
         (:meth:`~attnduality.convex.operators.base.LinearOperator.astype`) and the penalty holds no arrays of its own
         (the cone-constrained group norm does); ``None`` otherwise."""
+        if not dtype.is_floating_point:
+            raise ValueError(f"astype needs a floating-point dtype, got {dtype}")
         if dtype == self.operator.dtype:
             return self
         op = self.operator.astype(dtype)

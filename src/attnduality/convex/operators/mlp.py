@@ -105,6 +105,8 @@ class GatedMLPOperator(LinearOperator):
     def astype(self, dtype: torch.dtype) -> GatedMLPOperator | None:
         """The operator on the data and masks cast to ``dtype`` (``None`` where the data do not fit in it); kept, so
         that repeated calls cost nothing."""
+        if not dtype.is_floating_point:
+            raise ValueError(f"astype needs a floating-point dtype, got {dtype}")
         if dtype == self.dtype:
             return self
         cache = self.__dict__.setdefault("_astype", {})
