@@ -43,6 +43,24 @@ def test_streamed_operator_equals_gated_operator(chunk, block, cache, monkeypatc
     torch.testing.assert_close(st.adjoint(g, stop=7), sub, rtol=1e-12, atol=1e-12)
 
 
+def test_expand_pairs_into_a_buffer():
+    """One dense block at a time, into a reused buffer: each block is the reference adjoint's, whatever the buffer
+    held before; a buffer of the wrong shape is refused."""
+    x, gates, gen = _data()
+    c, d = 3, x.shape[2]
+    st = StreamedGatedAttention(ArrayTokens(x), gates, c)
+    g = torch.randn(x.shape[0], c, generator=gen, dtype=torch.float64)
+    ref = GatedAttentionOperator(x, gates, c).adjoint(g)
+    pairs = st.adjoint_pairs(g)
+    buf = torch.full((d * d, d * c), float("nan"), dtype=torch.float64)
+    for j in range(gates.shape[0]):
+        out = st.expand_pairs(pairs, j, out=buf)
+        assert out.data_ptr() == buf.data_ptr()
+        torch.testing.assert_close(out, ref[j], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="out must be"):
+        st.expand_pairs(pairs, 0, out=torch.empty(d * d, d * c + 1, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("cache", [None, 1])
 def test_subspace_features_reproduce_the_forward(cache, monkeypatch):
     if cache is not None:  # one sample per inner step

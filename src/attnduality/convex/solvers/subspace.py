@@ -70,7 +70,7 @@ class SubspaceHead(Protocol):
 
     def adjoint_pairs(self, g: torch.Tensor, stop: int | None = None) -> torch.Tensor: ...
 
-    def expand_pairs(self, pairs: torch.Tensor, j: int) -> torch.Tensor: ...
+    def expand_pairs(self, pairs: torch.Tensor, j: int, out: torch.Tensor | None = None) -> torch.Tensor: ...
 
     def subset(self, stop: int) -> SubspaceHead: ...
 
@@ -184,14 +184,14 @@ class SubspaceSolver:
         factor = head.n_samples / stop if stop is not None else 1.0
         gen = torch.Generator().manual_seed(self.seed)
         sig_all, new, top = 0.0, [], []
+        w: torch.Tensor | None = None  # one dense block at a time, in one buffer
         for j in range(head.n_gates):
-            w = -factor * head.expand_pairs(pairs, j)
+            w = head.expand_pairs(pairs, j, out=w).mul_(-factor)
             sigma, left, _ = top_singular_pairs(w, k=count, tol=self._sigma_tol(w), seed=self.seed)
             sig_all = max(sig_all, float(sigma[0]))
             q = basis[j]
             new.append(orthonormalize(left, q if q.shape[-1] else None, gen))
             top.append(left)
-            del w
         return sig_all, torch.stack(new), torch.stack(top)
 
     def _compact(self, res: SubspaceResult) -> torch.Tensor:
