@@ -206,6 +206,25 @@ def test_warm_start_from_solution(loss, model):
     assert torch.equal(z0, cold.z)
 
 
+def test_first_step_size_from_a_previous_solve(monkeypatch):
+    """A given first step skips the power iteration (no ``norm_sq`` call) and reaches the same optimum; a step that
+    is not a finite positive number is refused."""
+    prob = _problem("cross_entropy", "mlp", seed=4)
+    steps: list[float] = []
+    cold = FISTA(tol=1e-8, max_iter=20_000).run(prob, callback=lambda state, _: steps.append(state.step))
+    calls = []
+    monkeypatch.setattr(type(prob.operator), "norm_sq", lambda *a, **k: calls.append(1) or 1.0)
+    near = prob.with_beta(prob.beta * 0.9)
+    res = FISTA(tol=1e-8, max_iter=20_000).run(near, step=steps[-1])
+    assert calls == [] and res.status == "converged"
+    ref = FISTA(tol=1e-8, max_iter=20_000).run(near)  # the power iteration, monkeypatched away: 1/L_f as first step
+    assert calls and res.objective == pytest.approx(ref.objective, rel=1e-7)
+    assert cold.status == "converged"
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="step must be"):
+            FISTA().run(prob, step=bad)
+
+
 def test_warm_start_shape_is_checked():
     prob = _problem("squared", "mlp")
     with pytest.raises(ValueError, match="warm start has shape"):

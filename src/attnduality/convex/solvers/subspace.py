@@ -283,6 +283,7 @@ class SubspaceSolver:
         more: torch.Tensor | None = None
         top: torch.Tensor | None = None
         cert: Certificate | None = None
+        step: float | None = None
         status, rounds = "max_rounds", 0
         while rounds < self.max_rounds:
             rounds += 1
@@ -295,7 +296,11 @@ class SubspaceSolver:
             if coef is not None:
                 z0[..., : coef.shape[-1]] = coef.to(dtype)
             offset = time.perf_counter() - start
-            inner = FISTA(tol=self.inner_tol, max_iter=self.inner_max_iter).run(problem, z0=z0)
+            steps: list[float] = []
+            inner = FISTA(tol=self.inner_tol, max_iter=self.inner_max_iter).run(
+                problem, z0=z0, callback=lambda state, _, out=steps: out.append(state.step), step=step
+            )
+            step = steps[-1] if steps else None  # the next round's restricted problem starts at this step size
             hist["inner_time"] += [offset + t for t in inner.history.time]
             hist["inner_objective"] += list(inner.history.objective)
             hist["inner_samples"] += [float(n)] * len(inner.history.time)
