@@ -11,8 +11,8 @@ dual norm ``max_j ‖A*∇f‖_2`` comes from the dense streamed adjoint and a b
 (:func:`~attnduality.convex.linalg.top_singular_pairs`). If the gap is too large, the top left singular
 vectors of ``−A*∇f_j`` outside ``span(Q_j)`` — exactly the directions whose singular values above β certify
 non-optimality (Sahiner et al.'s Burer–Monteiro follow-up: optimal iff ``‖A*∇f‖_2 ≤ β``) — join the basis, and the
-restricted problem is solved again from the previous solution (column generation, as in active-subspace methods for
-trace-norm problems).
+restricted problem is solved again from the previous solution and FISTA's last step size (column generation, as in
+active-subspace methods for trace-norm problems; the step saves the 10 power iterations that would otherwise seed it).
 
 The expensive step is the dense adjoint (one streamed pass of ``O(s·d³)`` per sample and gate, halved by symmetry),
 once per round: it gives both the certificate and the next directions. The basis grows by ``grow`` columns per block
