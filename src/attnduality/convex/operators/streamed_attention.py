@@ -61,10 +61,6 @@ class StreamedGatedAttention:
         self.block_size = max(self.chunk_size, _BLOCK_ENTRIES // (pairs * m * d))
         k, l = torch.triu_indices(d, d)
         self._pair_k, self._pair_l = k, l
-        index = torch.zeros(d, d, dtype=torch.long)
-        index[k, l] = torch.arange(pairs)
-        index[l, k] = torch.arange(pairs)
-        self._pair_index = index  # pair number of (k, l)
         self._pair_offsets = [i * d - i * (i - 1) // 2 for i in range(d)]  # first pair of row k in triu order
 
     def subset(self, stop: int) -> StreamedGatedAttention:
